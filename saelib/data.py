@@ -1,0 +1,115 @@
+"""Batches of activations for the trainer: from a tensor in memory or from shards on disk.
+
+Both sources are deterministic given a seed and can start at any step (``iter_from``),
+so an interrupted training run resumes on exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+
+def _check_batch_size(batch_size: int, n_rows: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size > n_rows:
+        raise ValueError(
+            f"batch_size must be at most the number of rows, {n_rows}; got {batch_size}"
+        )
+
+
+class TensorBatches:
+    """Endless shuffled batches ``[batch_size, d_in]`` from ``x [n, d_in]`` held in memory.
+
+    Epoch ``e`` uses the permutation drawn from ``seed + e``; a final partial batch is
+    dropped so every batch has the same size.
+    """
+
+    def __init__(self, x: Tensor, batch_size: int, seed: int = 0, shuffle: bool = True):
+        if x.dim() != 2:
+            raise ValueError(f"x must have shape [n, d_in], got {tuple(x.shape)}")
+        _check_batch_size(batch_size, x.shape[0])
+        self.x, self.batch_size, self.seed, self.shuffle = x, batch_size, seed, shuffle
+        self.per_epoch = x.shape[0] // batch_size
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self.iter_from(0)
+
+    def iter_from(self, step: int) -> Iterator[Tensor]:
+        epoch, offset = divmod(step, self.per_epoch)
+        while True:
+            order = self._order(epoch)
+            for i in range(offset, self.per_epoch):
+                yield self.x[order[i * self.batch_size : (i + 1) * self.batch_size]]
+            epoch, offset = epoch + 1, 0
+
+    def _order(self, epoch: int) -> Tensor:
+        n = self.x.shape[0]
+        if not self.shuffle:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(n, generator=g)
+
+
+def write_shards(x: Tensor, directory: str | Path, rows_per_shard: int) -> list[Path]:
+    """Write ``x [n, d_in]`` as safetensors shards ``shard_00000.safetensors``, ... ."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, start in enumerate(range(0, x.shape[0], rows_per_shard)):
+        path = directory / f"shard_{i:05d}.safetensors"
+        save_file({"activations": x[start : start + rows_per_shard].contiguous()}, path)
+        paths.append(path)
+    return paths
+
+
+class ShardedBatches:
+    """Endless batches streamed from safetensors shards, one shard in memory at a time.
+
+    Each pass visits the shards in order and shuffles rows within a shard (seeded by
+    ``seed``, pass and shard), so memory stays at one shard whatever the dataset size.
+    """
+
+    def __init__(
+        self, paths: Iterable[str | Path], batch_size: int, seed: int = 0, key: str = "activations"
+    ):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("paths must name at least one shard, got none")
+        self.key, self.seed = key, seed
+        self.rows = [self._n_rows(p) for p in self.paths]
+        _check_batch_size(batch_size, min(self.rows))
+        self.batch_size = batch_size
+        self.per_shard = [r // batch_size for r in self.rows]
+        self.per_pass = sum(self.per_shard)
+
+    def _n_rows(self, path: Path) -> int:
+        with safe_open(path, framework="pt") as f:
+            if self.key not in f.keys():
+                raise ValueError(f"shard {path} has no tensor named {self.key!r} (key)")
+            return f.get_slice(self.key).get_shape()[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self.iter_from(0)
+
+    def iter_from(self, step: int) -> Iterator[Tensor]:
+        n_pass, offset = divmod(step, self.per_pass)
+        for p in itertools.count(n_pass):
+            for s, path in enumerate(self.paths):
+                if offset >= self.per_shard[s]:
+                    offset -= self.per_shard[s]
+                    continue
+                with safe_open(path, framework="pt") as f:
+                    x = f.get_tensor(self.key)
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + p * 10_007 + s)
+                order = torch.randperm(x.shape[0], generator=g)
+                for i in range(offset, self.per_shard[s]):
+                    yield x[order[i * self.batch_size : (i + 1) * self.batch_size]]
+                offset = 0

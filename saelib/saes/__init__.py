@@ -1,0 +1,38 @@
+"""SAE architectures over one base; ``make_sae`` builds one from its config."""
+
+from saelib.saes.base import SAE, LossOutput, SAEConfig, SAEOutput
+from saelib.saes.gated import GatedSAE
+from saelib.saes.jumprelu import JumpReLUSAE
+from saelib.saes.mlp import MLPSAE
+from saelib.saes.relu import ReLUSAE
+from saelib.saes.topk import BatchTopKSAE, TopKSAE
+
+SAE_CLASSES: dict[str, type[SAE]] = {
+    "relu": ReLUSAE,
+    "topk": TopKSAE,
+    "batchtopk": BatchTopKSAE,
+    "jumprelu": JumpReLUSAE,
+    "gated": GatedSAE,
+    "mlp": MLPSAE,
+}
+
+
+def make_sae(cfg: SAEConfig) -> SAE:
+    """Build the SAE that ``cfg.architecture`` names."""
+    return SAE_CLASSES[cfg.architecture](cfg)
+
+
+__all__ = [
+    "SAE",
+    "SAEConfig",
+    "SAEOutput",
+    "LossOutput",
+    "SAE_CLASSES",
+    "make_sae",
+    "ReLUSAE",
+    "TopKSAE",
+    "BatchTopKSAE",
+    "JumpReLUSAE",
+    "GatedSAE",
+    "MLPSAE",
+]

@@ -1,0 +1,255 @@
+"""What every SAE shares: the config, the decoder, the outputs and the loss contract.
+
+An SAE maps activations ``x [batch, d_in]`` to codes ``f [batch, d_sae]`` and back:
+
+    f     = act(encoder(x - b_dec))         # encode
+    x_hat = f @ W_dec + b_dec               # decode; W_dec [d_sae, d_in], atoms as rows
+
+Subclasses implement ``_encode`` (codes and pre-activations) and ``sparsity`` (the
+penalty the trainer scales by its coefficient); decoding is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal, NamedTuple, get_args
+
+import torch
+from torch import Tensor, nn
+
+from saelib import losses
+
+Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"]
+SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
+MLPOutput = Literal["relu", "topk"]
+
+LINEAR_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu", "gated")
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive(name: str, value, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Shape and architecture of a sparse autoencoder (training settings live in TrainConfig)."""
+
+    d_in: int
+    """Width of the activations the SAE reads."""
+    d_sae: int
+    """Number of latents (dictionary atoms)."""
+    architecture: Architecture = "relu"
+    """One of relu (L1 penalty), topk, batchtopk, jumprelu, gated, mlp (deep encoder)."""
+    k: int | None = None
+    """Active latents per sample: required for topk, batchtopk and mlp with mlp_output='topk'."""
+    sparsity_penalty: SparsityPenalty = "l1_dec_norm"
+    """Penalty of relu and mlp(relu) SAEs: plain l1, decoder-norm-weighted l1, or tanh."""
+    tanh_scale: float = 4.0
+    """Scale inside the tanh penalty, tanh(scale * |f| * ||W_dec||)."""
+    bandwidth: float = 0.001
+    """JumpReLU: width eps of the rectangle kernel in the straight-through estimator."""
+    init_threshold: float = 0.001
+    """JumpReLU: initial threshold theta of every latent."""
+    threshold_momentum: float = 0.99
+    """BatchTopK: momentum of the running estimate of the inference threshold."""
+    mlp_hidden: tuple[int, ...] = (256,)
+    """MLP encoder: widths of the hidden layers (depth = len + 1 linear maps)."""
+    mlp_output: MLPOutput = "relu"
+    """MLP encoder: output nonlinearity; relu takes sparsity_penalty, topk takes k."""
+    tied: bool = False
+    """Encoder weight is the decoder's transpose (linear encoders only)."""
+    apply_b_dec_to_input: bool = True
+    """Subtract b_dec before encoding (as in SAELens and Gao et al.)."""
+    seed: int = 0
+    """Seed of the parameter initialisation."""
+    metadata: dict = field(default_factory=dict, compare=False)
+    """Free-form provenance (model, hook, dataset), saved with the weights."""
+
+    def __post_init__(self):
+        _positive("SAEConfig.d_in", self.d_in, integer=True)
+        _positive("SAEConfig.d_sae", self.d_sae, integer=True)
+        _choice("SAEConfig.architecture", self.architecture, get_args(Architecture))
+        _choice("SAEConfig.sparsity_penalty", self.sparsity_penalty, get_args(SparsityPenalty))
+        _choice("SAEConfig.mlp_output", self.mlp_output, get_args(MLPOutput))
+        if self.uses_k:
+            _positive("SAEConfig.k", self.k, integer=True)
+            if self.k > self.d_sae:
+                raise ValueError(f"SAEConfig.k must be in [1, d_sae={self.d_sae}], got {self.k}")
+        elif self.k is not None:
+            raise ValueError(
+                f"SAEConfig.k is only used by topk, batchtopk and mlp with mlp_output='topk'; "
+                f"got k={self.k} for architecture={self.architecture!r} (set k=None)"
+            )
+        for name in ("tanh_scale", "bandwidth", "init_threshold"):
+            _positive(f"SAEConfig.{name}", getattr(self, name))
+        if not 0 <= self.threshold_momentum < 1:
+            raise ValueError(
+                f"SAEConfig.threshold_momentum must be in [0, 1), got {self.threshold_momentum}"
+            )
+        if not self.mlp_hidden or not isinstance(self.mlp_hidden, tuple):
+            raise ValueError(
+                f"SAEConfig.mlp_hidden must be a non-empty tuple of positive integers, "
+                f"got {self.mlp_hidden!r}"
+            )
+        for width in self.mlp_hidden:
+            _positive("SAEConfig.mlp_hidden entries", width, integer=True)
+        if self.tied and self.architecture not in LINEAR_ENCODERS:
+            raise ValueError(
+                f"SAEConfig.tied is only allowed for architectures {list(LINEAR_ENCODERS)}, "
+                f"got architecture={self.architecture!r}"
+            )
+
+    @property
+    def uses_k(self) -> bool:
+        return self.architecture in ("topk", "batchtopk") or (
+            self.architecture == "mlp" and self.mlp_output == "topk"
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mlp_hidden"] = list(self.mlp_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SAEConfig:
+        d = dict(d)
+        if "mlp_hidden" in d:
+            d["mlp_hidden"] = tuple(d["mlp_hidden"])
+        return cls(**d)
+
+
+class SAEOutput(NamedTuple):
+    x_hat: Tensor  # [batch, d_in]
+    f: Tensor  # [batch, d_sae] codes
+    pre_acts: Tensor  # [batch, d_sae] encoder output before the sparsifying nonlinearity
+
+
+class LossOutput(NamedTuple):
+    total: Tensor  # scalar: mse + sparsity_coeff * sparsity (+ architecture terms)
+    terms: dict[str, Tensor]  # unscaled named terms, for logging and plots
+    output: SAEOutput
+
+
+class SAE(nn.Module):
+    """Base class: owns the decoder; subclasses own the encoder and the sparsity term."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self._generator = torch.Generator().manual_seed(cfg.seed)
+        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=self._generator)
+        self.W_dec = nn.Parameter(W_dec / W_dec.norm(dim=-1, keepdim=True))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+
+    # -- initialisation helpers -------------------------------------------------
+    def _init_linear(self, fan_in: int, shape: tuple[int, ...]) -> nn.Parameter:
+        bound = 1.0 / math.sqrt(fan_in)  # kaiming-uniform scale, as nn.Linear
+        w = torch.rand(*shape, generator=self._generator) * 2 * bound - bound
+        return nn.Parameter(w)
+
+    # -- the contract -----------------------------------------------------------
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(f, pre_acts)``, both ``[batch, d_sae]``."""
+        raise NotImplementedError
+
+    def sparsity(self, out: SAEOutput) -> Tensor:
+        """Scalar sparsity penalty (before the trainer's coefficient)."""
+        raise NotImplementedError
+
+    def encoder_input(self, x: Tensor) -> Tensor:
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes ``f [batch, d_sae]`` of activations ``x [batch, d_in]``."""
+        return self._encode(x)[0]
+
+    def decode(self, f: Tensor) -> Tensor:
+        """Reconstruction ``x_hat [batch, d_in] = f @ W_dec + b_dec``."""
+        return f @ self.W_dec + self.b_dec
+
+    def forward(self, x: Tensor) -> SAEOutput:
+        f, pre_acts = self._encode(x)
+        return SAEOutput(self.decode(f), f, pre_acts)
+
+    def loss(self, x: Tensor, sparsity_coeff: float = 0.0) -> LossOutput:
+        """Training loss ``mse + sparsity_coeff * sparsity`` with its named terms."""
+        out = self(x)
+        terms = {"mse": losses.mse(x, out.x_hat), "sparsity": self.sparsity(out)}
+        total = terms["mse"] + sparsity_coeff * terms["sparsity"]
+        return LossOutput(total, terms, out)
+
+    @torch.no_grad()
+    def update_statistics(self, out: SAEOutput) -> None:
+        """Hook the trainer calls after each step (running estimates); default: nothing."""
+
+    # -- decoder geometry -------------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale decoder rows to unit norm in place."""
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def project_decoder_grad_(self) -> None:
+        """Remove from ``W_dec.grad`` its component along each (unit) atom.
+
+        With unit-norm atoms, the parallel component only changes norms, which the
+        renormalisation after the step would undo; removing it keeps Adam's moment
+        estimates about directions only (Bricken et al. 2023; sparsify does the same).
+        """
+        if self.W_dec.grad is None:
+            return
+        atoms = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        parallel = (self.W_dec.grad * atoms).sum(-1, keepdim=True)
+        self.W_dec.grad.sub_(parallel * atoms)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        k = f", k={c.k}" if c.uses_k else ""
+        return f"{c.architecture}: d_in={c.d_in}, d_sae={c.d_sae}{k}, tied={c.tied}"
+
+
+class LinearEncoderSAE(SAE):
+    """An SAE whose encoder is one affine map: ``pre_acts = (x - b_dec) @ W_enc + b_enc``."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__(cfg)
+        if not cfg.tied:
+            self.register_parameter("W_enc", self._init_linear(cfg.d_in, (cfg.d_in, cfg.d_sae)))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+
+    @property
+    def W_enc(self) -> Tensor:
+        """Encoder weight ``[d_in, d_sae]`` (the decoder's transpose when tied)."""
+        if self.cfg.tied:
+            return self.W_dec.T
+        try:  # registered as a parameter, so it is saved as "W_enc" in state_dict
+            return self._parameters["W_enc"]
+        except KeyError:
+            raise AttributeError("W_enc") from None
+
+    def linear_pre_acts(self, x: Tensor) -> Tensor:
+        return self.encoder_input(x) @ self.W_enc + self.b_enc  # [batch, d_sae]
+
+    @torch.no_grad()
+    def init_encoder_from_decoder_(self) -> None:
+        """Set ``W_enc = W_dec.T`` (Gao et al. 2024; Anthropic April 2024 update)."""
+        if not self.cfg.tied:
+            self.W_enc.copy_(self.W_dec.T)
+
+
+def penalty(name: str, f: Tensor, W_dec: Tensor, tanh_scale: float) -> Tensor:
+    """The L1-family sparsity penalty named by ``SAEConfig.sparsity_penalty``."""
+    if name == "l1":
+        return losses.l1(f)
+    if name == "l1_dec_norm":
+        return losses.decoder_weighted_l1(f, W_dec)
+    return losses.tanh_penalty(f, W_dec, tanh_scale)

@@ -1,0 +1,347 @@
+"""Training an SAE: one config, one loop, checkpoints that resume to the same weights.
+
+    trainer = Trainer(sae, TrainConfig(n_steps=2_000, lr=1e-3, sparsity_coeff=3e-3))
+    history = trainer.fit(TensorBatches(x, batch_size=1024))
+
+Each step: Adam on ``mse + lambda(t) * sparsity`` (+ aux-k on dead latents, + a
+decoder orthogonality penalty), with linear lr warm-up/decay and lambda warm-up;
+optionally a unit-norm decoder whose gradient is projected before the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import shutil
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saelib import losses
+from saelib.initialisation import b_dec_init
+from saelib.saes import SAE, SAEConfig, make_sae
+from saelib.saes.base import LinearEncoderSAE
+
+BDecInit = Literal["zeros", "mean", "geometric_median"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (what to train is the SAEConfig)."""
+
+    n_steps: int
+    """Optimizer steps; schedules are defined over this many."""
+    lr: float = 4e-4
+    """Peak Adam learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    lr_warmup_steps: int = 0
+    """Linear warm-up of the lr from 0 over this many first steps."""
+    lr_decay_steps: int = 0
+    """Linear decay of the lr to 0 over this many last steps."""
+    sparsity_coeff: float = 0.0
+    """lambda: weight of the SAE's sparsity term (L1 family, or L0 for JumpReLU)."""
+    sparsity_warmup_steps: int = 0
+    """Linear warm-up of lambda from 0 (Anthropic April 2024 update)."""
+    normalize_decoder: bool = True
+    """Keep decoder atoms at unit norm, projecting their gradient before each step."""
+    init_encoder_from_decoder: bool = True
+    """Start with W_enc = W_dec.T (Gao et al. 2024); linear encoders only."""
+    init_b_dec: BDecInit = "zeros"
+    """Initial b_dec from the first batch: zeros, mean or geometric_median."""
+    aux_k: int | None = None
+    """Aux-k: reconstruct the residual from this many dead latents (Gao et al. use 256)."""
+    aux_k_coeff: float = 1 / 32
+    """Weight of the aux-k loss."""
+    dead_after_tokens: int = 10_000_000
+    """A latent is dead after this many training tokens without firing (Gao et al.: 10M)."""
+    orthogonality_coeff: float = 0.0
+    """Weight of the decoder nearest-neighbour cosine penalty (Till 2024)."""
+    orthogonality_power: float = 1.0
+    """Exponent of that penalty; > 1 is the superlinear variant."""
+    log_every: int = 50
+    """Record the loss terms, L0 and dead fraction every this many steps."""
+    checkpoint_dir: str | None = None
+    """Where to save checkpoints (safetensors + JSON); None disables them."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every this many steps (0: only at the end or on interruption)."""
+    device: str = "cpu"
+    """Device to train on; batches are moved there."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+    def __post_init__(self):
+        _int_at_least("n_steps", self.n_steps, 1)
+        for name in ("lr", "eps", "aux_k_coeff", "orthogonality_power"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"TrainConfig.{name} must be a positive number, got {value!r}")
+        for name in ("sparsity_coeff", "orthogonality_coeff"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                raise ValueError(f"TrainConfig.{name} must be a number >= 0, got {value!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
+        for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps"):
+            _int_at_least(name, getattr(self, name), 0)
+        if self.lr_warmup_steps + self.lr_decay_steps > self.n_steps:
+            raise ValueError(
+                f"TrainConfig.lr_warmup_steps + lr_decay_steps must be at most "
+                f"n_steps={self.n_steps}, got {self.lr_warmup_steps} + {self.lr_decay_steps}"
+            )
+        if self.init_b_dec not in get_args(BDecInit):
+            raise ValueError(
+                f"TrainConfig.init_b_dec must be one of {list(get_args(BDecInit))}, "
+                f"got {self.init_b_dec!r}"
+            )
+        if self.aux_k is not None:
+            _int_at_least("aux_k", self.aux_k, 1)
+        _int_at_least("dead_after_tokens", self.dead_after_tokens, 1)
+        _int_at_least("log_every", self.log_every, 1)
+        _int_at_least("checkpoint_every", self.checkpoint_every, 0)
+        if self.checkpoint_every and self.checkpoint_dir is None:
+            raise ValueError("TrainConfig.checkpoint_every needs checkpoint_dir to be set")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based)."""
+        factor = 1.0
+        if step < self.lr_warmup_steps:
+            factor = (step + 1) / self.lr_warmup_steps
+        steps_left = self.n_steps - step
+        if steps_left <= self.lr_decay_steps:
+            factor = min(factor, steps_left / self.lr_decay_steps)
+        return self.lr * factor
+
+    def sparsity_coeff_at(self, step: int) -> float:
+        if step < self.sparsity_warmup_steps:
+            return self.sparsity_coeff * (step + 1) / self.sparsity_warmup_steps
+        return self.sparsity_coeff
+
+
+def _int_at_least(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
+
+
+class Trainer:
+    """Trains one SAE; holds the optimizer, step counter and dead-latent statistics."""
+
+    def __init__(self, sae: SAE, cfg: TrainConfig):
+        self.cfg = cfg
+        self.sae = sae.to(cfg.device)
+        self.optimizer = torch.optim.Adam(
+            self.sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+        )
+        self.step = 0
+        self.tokens_seen = 0
+        # Training tokens since each latent last fired; kept on the device (no host sync).
+        self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=cfg.device)
+        self.history: list[dict] = []
+
+    # -- the loop -----------------------------------------------------------------
+    def fit(self, batches: Iterable[Tensor], resume: bool = True) -> list[dict]:
+        """Train until ``cfg.n_steps``; resume from ``cfg.checkpoint_dir`` when one exists.
+
+        ``batches`` yields ``[batch, d_in]`` tensors. To resume on the same batches, it is
+        restarted at the saved step: through ``batches.iter_from(step)`` when it has one
+        (``TensorBatches``, ``ShardedBatches``), else by skipping that many batches.
+        Interrupting (Ctrl-C) saves a checkpoint before re-raising.
+        """
+        cfg = self.cfg
+        if resume and cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / "trainer.json").exists():
+            self.load_checkpoint(cfg.checkpoint_dir)
+        stream = _stream_from(batches, self.step)
+        if self.step == 0:
+            first = next(stream)
+            self._initialise(first.to(cfg.device))
+            stream = itertools.chain([first], stream)
+        bar = tqdm(total=cfg.n_steps, initial=self.step, disable=not cfg.progress, desc="train")
+        try:
+            with _sigint_deferred() as interrupted:
+                while self.step < cfg.n_steps:
+                    record = self.train_step(next(stream).to(cfg.device, non_blocking=True))
+                    if record is not None:
+                        bar.set_postfix(mse=f"{record['mse']:.3g}", l0=f"{record['l0']:.1f}")
+                    bar.update(1)
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint(cfg.checkpoint_dir)
+                    if interrupted():  # Ctrl-C lands between steps, never inside one
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if cfg.checkpoint_dir:
+                self.save_checkpoint(cfg.checkpoint_dir)
+            raise
+        finally:
+            bar.close()
+        if cfg.checkpoint_dir:
+            self.save_checkpoint(cfg.checkpoint_dir)
+        return self.history
+
+    @torch.no_grad()
+    def _initialise(self, x: Tensor) -> None:
+        """Apply the initialisation tricks once, before the first step."""
+        if self.cfg.init_encoder_from_decoder and isinstance(self.sae, LinearEncoderSAE):
+            self.sae.init_encoder_from_decoder_()
+        b_dec = b_dec_init(x, self.cfg.init_b_dec)
+        if b_dec is not None:
+            self.sae.b_dec.copy_(b_dec)
+
+    def train_step(self, x: Tensor) -> dict | None:
+        """One optimizer step on ``x [batch, d_in]``; returns a log record every log_every."""
+        cfg, sae = self.cfg, self.sae
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.step)
+        lam = cfg.sparsity_coeff_at(self.step)
+
+        total, terms, out = sae.loss(x, lam)
+        dead = self.tokens_since_fired >= cfg.dead_after_tokens
+        if cfg.aux_k is not None:
+            residual = (x - out.x_hat).detach()
+            terms["aux_k"] = losses.aux_k(residual, out.pre_acts, dead, sae.W_dec, cfg.aux_k)
+            total = total + cfg.aux_k_coeff * terms["aux_k"]
+        if cfg.orthogonality_coeff > 0:
+            terms["orthogonality"] = losses.orthogonality_penalty(
+                sae.W_dec, cfg.orthogonality_power
+            )
+            total = total + cfg.orthogonality_coeff * terms["orthogonality"]
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.normalize_decoder:
+            sae.project_decoder_grad_()
+        self.optimizer.step()
+        if cfg.normalize_decoder:
+            sae.normalize_decoder_()
+        sae.update_statistics(out)
+
+        fired = (out.f > 0).any(0)
+        self.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)
+        self.tokens_seen += x.shape[0]
+        self.step += 1
+        if self.step % cfg.log_every and self.step != cfg.n_steps:
+            return None
+        record = {"step": self.step, "lr": cfg.lr_at(self.step - 1), "sparsity_coeff": lam}
+        record.update({name: float(v.detach()) for name, v in terms.items()})
+        record["loss"] = float(total.detach())
+        record["l0"] = float((out.f > 0).sum(-1).float().mean())
+        record["dead_fraction"] = float(dead.float().mean())
+        self.history.append(record)
+        return record
+
+    # -- checkpoints: safetensors for tensors, JSON for the rest ------------------
+    def save_checkpoint(self, directory: str | Path) -> None:
+        """Write the SAE, optimizer and trainer state; atomic (a temp dir renamed)."""
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(_contiguous(self.sae.state_dict()), tmp / "sae.safetensors")
+        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        counters = {"tokens_since_fired": self.tokens_since_fired.cpu()}
+        save_file(counters, tmp / "trainer.safetensors")
+        meta = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "history": self.history,
+            "optimizer": opt_meta,
+            "sae_config": self.sae.cfg.to_dict(),
+            "train_config": asdict(self.cfg),
+        }
+        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """Restore a checkpoint written by ``save_checkpoint`` (the SAE config must match)."""
+        directory = Path(directory)
+        meta = json.loads((directory / "trainer.json").read_text())
+        saved = SAEConfig.from_dict(meta["sae_config"])
+        if saved != self.sae.cfg:
+            raise ValueError(
+                f"checkpoint in {directory} is for {saved}, not for this trainer's SAE "
+                f"{self.sae.cfg}; use another checkpoint_dir"
+            )
+        self.sae.load_state_dict(load_file(directory / "sae.safetensors", device=self.cfg.device))
+        opt_tensors = load_file(directory / "optimizer.safetensors", device=self.cfg.device)
+        self.optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, meta["optimizer"]))
+        state = load_file(directory / "trainer.safetensors", device=self.cfg.device)
+        self.tokens_since_fired = state["tokens_since_fired"]
+        self.step, self.tokens_seen = meta["step"], meta["tokens_seen"]
+        self.history = meta["history"]
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, **overrides) -> Trainer:
+        """Rebuild SAE and trainer from a checkpoint directory alone."""
+        meta = json.loads((Path(directory) / "trainer.json").read_text())
+        train_cfg = dict(meta["train_config"], **overrides)
+        train_cfg["betas"] = tuple(train_cfg["betas"])
+        trainer = cls(make_sae(SAEConfig.from_dict(meta["sae_config"])), TrainConfig(**train_cfg))
+        trainer.load_checkpoint(directory)
+        return trainer
+
+
+def train_sae(
+    sae_cfg: SAEConfig, train_cfg: TrainConfig, batches: Iterable[Tensor]
+) -> tuple[SAE, list[dict]]:
+    """Build an SAE from its config, train it, and return it with its history."""
+    trainer = Trainer(make_sae(sae_cfg), train_cfg)
+    history = trainer.fit(batches)
+    return trainer.sae, history
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Turn Ctrl-C into a flag checked between steps, so a checkpoint is never half a step."""
+    hit = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: hit.append(True))
+    try:
+        yield lambda: bool(hit)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stream_from(batches: Iterable[Tensor], step: int) -> Iterator[Tensor]:
+    if hasattr(batches, "iter_from"):
+        return batches.iter_from(step)
+    return itertools.islice(iter(batches), step, None)
+
+
+def _contiguous(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, Tensor], dict]:
+    """Split a torch optimizer state dict into named tensors and JSON metadata."""
+    tensors, scalars = {}, {}
+    for pid, pstate in state_dict["state"].items():
+        for name, value in pstate.items():
+            if isinstance(value, Tensor):
+                tensors[f"{pid}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    meta = {"param_groups": state_dict["param_groups"], "scalars": scalars}
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in itertools.chain(tensors.items(), meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
