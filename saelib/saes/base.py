@@ -24,6 +24,8 @@ Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"]
 SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
 MLPOutput = Literal["relu", "topk"]
 
+_INIT_SALT = 0x5AE_0000  # separates SAE initialisation from data generation seeds
+
 LINEAR_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu", "gated")
 
 
@@ -145,7 +147,9 @@ class SAE(nn.Module):
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         self.cfg = cfg
-        self._generator = torch.Generator().manual_seed(cfg.seed)
+        # Salted: with the bare seed, an SAE with seed s would start exactly at a
+        # dictionary that saelib.synthetic drew with seed s (both normalise randn rows).
+        self._generator = torch.Generator().manual_seed(_INIT_SALT + cfg.seed)
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=self._generator)
         self.W_dec = nn.Parameter(W_dec / W_dec.norm(dim=-1, keepdim=True))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))

@@ -1,0 +1,70 @@
+"""End to end: every architecture, trained on data with a planted dictionary, recovers it.
+
+Data: 48 unit-norm Gaussian atoms in 24 dimensions (2x overcomplete), about 3 active per
+sample with uniform frequencies and |N(0,1)| magnitudes. Each SAE has d_sae = 48.
+
+Threshold: an untrained decoder scores MMCS of about 0.48 here (the best |cos| of a
+true atom among 48 random directions in 24-d), asserted below as chance. Requiring
+MMCS >= 0.9 (mean best angle under ~26 degrees) and a one-to-one Hungarian match >= 0.85
+is far above chance and below what each architecture reaches with these settings
+(0.93-0.99 measured; see the issue note), so it tests training rather than luck.
+"""
+
+import pytest
+import torch
+
+from saelib.data import TensorBatches
+from saelib.evaluation import evaluate
+from saelib.saes import SAEConfig, make_sae
+from saelib.synthetic import SyntheticConfig, SyntheticData
+from saelib.training import TrainConfig, Trainer
+
+D, N_FEATURES = 24, 48
+SETTINGS = {  # architecture: (SAEConfig extras, sparsity coefficient, lr, steps)
+    "relu": ({}, 0.3, 3e-3, 3000),
+    "topk": ({"k": 3}, 0.0, 3e-3, 3000),
+    "batchtopk": ({"k": 3}, 0.0, 3e-3, 3000),
+    "jumprelu": ({"bandwidth": 0.1, "init_threshold": 0.1}, 0.3, 3e-3, 3000),
+    "gated": ({}, 1.0, 3e-3, 3000),
+    # the deep encoder and the decoder co-adapt more slowly: lower lr, more steps
+    "mlp": ({"mlp_hidden": (96,)}, 0.15, 1e-3, 6000),
+}
+
+
+@pytest.fixture(scope="module")
+def planted():
+    data = SyntheticData(
+        SyntheticConfig(
+            n_features=N_FEATURES,
+            d=D,
+            mean_active=3.0,
+            frequency="uniform",
+            magnitude="halfnormal",
+            seed=0,
+        )
+    )
+    return data.sample(16384, generator=1), data.sample(4096, generator=2)
+
+
+def test_chance_level(planted):
+    train, _ = planted
+    untrained = make_sae(SAEConfig(d_in=D, d_sae=N_FEATURES))
+    chance = evaluate(untrained, train.x[:512], true_dictionary=train.dictionary)["mmcs"]
+    assert 0.35 < chance < 0.6
+
+
+@pytest.mark.parametrize("arch", list(SETTINGS))
+def test_planted_dictionary_is_recovered(planted, arch):
+    torch.manual_seed(0)
+    train, test = planted
+    extras, lam, lr, steps = SETTINGS[arch]
+    sae = make_sae(SAEConfig(d_in=D, d_sae=N_FEATURES, architecture=arch, **extras))
+    cfg = TrainConfig(
+        n_steps=steps, lr=lr, lr_decay_steps=steps // 5, sparsity_coeff=lam, progress=False
+    )
+    Trainer(sae, cfg).fit(TensorBatches(train.x, 128, seed=0))
+    row = evaluate(sae, test.x, true_dictionary=train.dictionary, true_codes=test.codes)
+    print(f"{arch}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()))
+    assert row["mmcs"] >= 0.9
+    assert row["hungarian_cos"] >= 0.85
+    assert row["fvu"] < 0.5  # it reconstructs, too
