@@ -1,12 +1,15 @@
-# Two entry points on a fresh machine: `make book` (the main job) and `make test`.
-# Both create .venv on first use; TORCH_SPEC picks the torch build (the default is
-# the CPU wheel; on a GPU box use e.g. `make TORCH_SPEC='torch==2.13.0' ...` from a CUDA index).
+# Two entry points on a fresh machine:
+#   make book   set up, execute every chapter at the ci preset into book/, build the HTML
+#   make test   set up, lint, unit tests, nbval on the executed chapters, browser check
+# TORCH_SPEC picks the torch build (default: the CPU wheel); on a GPU box install a CUDA
+# torch into .venv first, or pass e.g. TORCH_SPEC='torch==2.13.0' with a CUDA index.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+HTML := _build/html
 
-.PHONY: setup test unit lint clean
+.PHONY: setup browser test lint unit nbval html check-html book chapter clean
 
 setup: $(VENV)/.installed
 
@@ -16,16 +19,40 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned: a bare `torch` requirement would pull a CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (saelib)"
 	touch $@
+
+browser:
+	bash scripts/install_browser.sh
+
+lint: setup
+	$(BIN)/ruff check saelib tests scripts
+	$(BIN)/ruff format --check saelib tests scripts
 
 unit: setup
 	$(BIN)/python -m pytest tests --ignore=tests/book
 
-lint: setup
-	$(BIN)/ruff check saelib tests
-	$(BIN)/ruff format --check saelib tests
+# Re-execute the committed chapters; compare the cells marked NBVAL_CHECK_OUTPUT.
+nbval: setup
+	TQDM_DISABLE=1 $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider book/*.ipynb
 
-test: lint unit
+html: setup
+	rm -rf $(HTML)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
+	@echo "HTML book: $(CURDIR)/$(HTML)/index.html"
+
+check-html: setup browser html
+	$(BIN)/python -m pytest tests/book
+
+test: lint unit nbval check-html
+
+book: setup
+	$(BIN)/python scripts/chapters.py book --preset ci
+	$(MAKE) html
+
+# One chapter: make chapter NAME=01_sae_zoo PRESET=paper ARGS="-p seed 3"
+chapter: setup
+	$(BIN)/python scripts/chapters.py run $(NAME) --preset $(or $(PRESET),ci) $(ARGS)
 
 clean:
-	rm -rf $(VENV) _build
+	rm -rf $(VENV) _build runs

@@ -1,0 +1,7 @@
+"""saelib: sparse autoencoders for interpretability, and the experiments of the saelib book.
+
+Modules: ``saes`` (architectures), ``losses``, ``training``, ``data``, ``synthetic``,
+``metrics``, ``evaluation``, ``io``, ``plotting``, ``parameters``.
+"""
+
+__version__ = "0.1.0"

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from saelib import metrics
+from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
 from saelib.training import TrainConfig, Trainer
 
@@ -83,13 +84,41 @@ def run_sweep(
     training loss terms and the wall time (seconds, not a regression figure).
     """
     rows = []
-    for run in tqdm(runs, disable=not progress, desc="sweep"):
+    bar = progress_bar(progress, runs, desc="sweep")
+    for run in bar:
+        bar.set_postfix(architecture=run.sae.architecture, **run.labels)
         start = time.perf_counter()
         sae = make_sae(run.sae)
-        history = Trainer(sae, run.train).fit(batches(run))
+        # one bar for the sweep; nested per-run bars garble non-terminal output
+        train_cfg = replace(run.train, progress=False) if progress else run.train
+        history = Trainer(sae, train_cfg).fit(batches(run))
         row = {"architecture": run.sae.architecture, **run.labels}
         row.update(evaluate(sae, x_eval, true_dictionary=true_dictionary, true_codes=true_codes))
         row.update({f"train_{k}": v for k, v in history[-1].items() if k != "step"})
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def compare_frontiers(
+    table: pd.DataFrame, a: str, b: str, x: str = "l0", y: str = "fvu", by: str = "architecture"
+) -> pd.DataFrame:
+    """Compare ``a``'s runs with ``b``'s frontier at matched ``x`` (e.g. FVU at equal L0).
+
+    For each run of ``a`` whose ``x`` lies within the range of ``b``'s runs, ``b``'s ``y``
+    is interpolated linearly in ``log x`` between its two neighbouring runs. Returns
+    columns ``x``, ``y_a``, ``y_b`` and ``diff = y_a - y_b`` (negative: ``a`` is lower).
+    Points of ``a`` outside ``b``'s range are left out rather than extrapolated.
+    """
+    runs_a = table[table[by] == a].sort_values(x)
+    runs_b = table[table[by] == b].sort_values(x)
+    if runs_a.empty or runs_b.empty:
+        raise ValueError(f"{by} values {a!r} and {b!r} must both have runs in the table")
+    log_xb = np.log(runs_b[x].to_numpy(dtype=float))
+    yb = runs_b[y].to_numpy(dtype=float)
+    rows = []
+    for xa, ya in zip(runs_a[x], runs_a[y], strict=True):
+        if log_xb[0] <= np.log(xa) <= log_xb[-1]:
+            y_b = float(np.interp(np.log(xa), log_xb, yb))
+            rows.append({x: float(xa), "y_a": float(ya), "y_b": y_b, "diff": float(ya) - y_b})
+    return pd.DataFrame(rows, columns=[x, "y_a", "y_b", "diff"])

@@ -237,6 +237,9 @@ class SyntheticConfig:
     """Expected pairwise cosine of the atoms, in [0, 1) (see ``random_dictionary``)."""
     noise_std: float = 0.0
     """Standard deviation of isotropic Gaussian noise added to ``x``, >= 0."""
+    offset_norm: float = 0.0
+    """Norm of one constant vector (a random direction) added to every ``x``, >= 0. Real
+    activations have a large mean; this is what ``b_dec`` and its initialisation are for."""
     correlated_pairs: int = 0
     """Number of disjoint feature pairs (trigger, partner) that co-fire, >= 0."""
     pair_cofire_prob: float = 0.9
@@ -268,6 +271,7 @@ class SyntheticConfig:
         _require(_is_real(scale) and scale > 0, "magnitude_scale", scale, "a finite number > 0")
         _check_coherence(self.coherence, self.d)
         _check_nonnegative("noise_std", self.noise_std)
+        _check_nonnegative("offset_norm", self.offset_norm)
         _check_int("correlated_pairs", self.correlated_pairs, 0)
         _check_prob("pair_cofire_prob", self.pair_cofire_prob)
         _check_int("n_parents", self.n_parents, 0)
@@ -344,6 +348,8 @@ class SyntheticData:
         # neighbouring config seeds do not share streams.
         stream_seed = int(torch.randint(2**62, (1,), generator=g))
         self._stream = torch.Generator().manual_seed(stream_seed)
+        direction = torch.randn(config.d, generator=g)  # drawn last: earlier draws unchanged
+        self.offset = (config.offset_norm * direction / direction.norm()).to(self.device)
 
     def sample(self, n: int, generator: Seed | None = None) -> SyntheticBatch:
         """Draw ``n`` samples: ``x [n, d]``, ``codes [n, n_features]``, ``dictionary``.
@@ -357,7 +363,7 @@ class SyntheticData:
         active = self._sample_active(n, g)  # [n, n_features] bool
         mags = cfg.magnitude_scale * _magnitudes(cfg.magnitude, active.shape, g)
         codes = torch.where(active, mags.clamp_min(_TINY), 0.0).to(self.device)
-        x = codes @ self.dictionary  # [n, d]
+        x = codes @ self.dictionary + self.offset  # [n, d]
         if cfg.noise_std > 0:
             x = x + cfg.noise_std * torch.randn(n, cfg.d, generator=g).to(self.device)
         return SyntheticBatch(x, codes, self.dictionary)

@@ -25,10 +25,10 @@ from typing import Literal, get_args
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from saelib import losses
 from saelib.initialisation import b_dec_init
+from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
 from saelib.saes.base import LinearEncoderSAE
 
@@ -167,7 +167,7 @@ class Trainer:
             first = next(stream)
             self._initialise(first.to(cfg.device))
             stream = itertools.chain([first], stream)
-        bar = tqdm(total=cfg.n_steps, initial=self.step, disable=not cfg.progress, desc="train")
+        bar = progress_bar(cfg.progress, total=cfg.n_steps, initial=self.step, desc="train")
         try:
             with _sigint_deferred() as interrupted:
                 while self.step < cfg.n_steps:

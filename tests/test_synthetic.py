@@ -155,6 +155,7 @@ def test_firing_probability_errors(kwargs, match):
         (dict(magnitude_scale=0.0), "magnitude_scale"),
         (dict(coherence=1.0), r"coherence must be a number in \[0, 1\), got 1.0"),
         (dict(noise_std=-1.0), "noise_std"),
+        (dict(offset_norm=-1.0), "offset_norm"),
         (dict(noise_std=float("nan")), "noise_std"),
         (dict(correlated_pairs=-1), "correlated_pairs"),
         (dict(pair_cofire_prob=1.5), "pair_cofire_prob"),
@@ -202,6 +203,16 @@ def test_noise_has_the_configured_std():
     batch = SyntheticData(config).sample(20_000, generator=0)
     residual = batch.x - batch.codes @ batch.dictionary
     assert residual.std().item() == pytest.approx(0.1, rel=0.02)
+
+
+def test_offset_is_one_constant_vector_of_the_configured_norm():
+    plain = SyntheticData(SyntheticConfig(seed=3)).sample(100, generator=0)
+    data = SyntheticData(SyntheticConfig(offset_norm=5.0, seed=3))
+    batch = data.sample(100, generator=0)
+    assert torch.equal(batch.codes, plain.codes)  # the offset does not change the draws
+    residual = batch.x - batch.codes @ batch.dictionary
+    assert_close(residual, data.offset.expand(100, -1))
+    assert data.offset.norm().item() == pytest.approx(5.0)
 
 
 def test_sample_determinism():

@@ -1,0 +1,110 @@
+"""Checking a chapter's parameters: names, types and ranges, with messages that say what is allowed.
+
+A notebook's ``parameters`` cell holds plain assignments; papermill may inject
+overrides after it. The next cell calls
+
+    check_parameters(globals(), SPEC)
+
+which fails on a misspelt name (any new public global that is not in ``SPEC``), a wrong
+type or a value out of range, naming the parameter and the allowed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+# Globals an IPython kernel defines by itself; they are not parameters.
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """What one parameter may be: a type, an optional range or set of choices.
+
+    ``kind`` is int, float, str, bool or list; for lists, ``item`` is the type of the
+    entries and ``low``/``high``/``choices`` apply to each entry.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    item: type | None = None
+    doc: str = ""
+
+    def allowed(self) -> str:
+        kind = f"list of {self.item.__name__}" if self.kind is list else self.kind.__name__
+        if self.choices is not None:
+            return f"{kind} in {list(self.choices)}"
+        lo = "-inf" if self.low is None else self.low
+        hi = "inf" if self.high is None else self.high
+        return kind if (self.low, self.high) == (None, None) else f"{kind} in [{lo}, {hi}]"
+
+    def check(self, name: str, value) -> None:
+        if self.kind is list:
+            if not isinstance(value, list) or not value:
+                self._fail(name, value)
+            for entry in value:
+                self._check_scalar(name, entry, self.item, value)
+        else:
+            self._check_scalar(name, value, self.kind, value)
+
+    def _check_scalar(self, name, value, kind, whole) -> None:
+        ok_type = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok_type = True  # an int is a fine float
+        if not ok_type:
+            self._fail(name, whole)
+        if self.choices is not None and value not in self.choices:
+            self._fail(name, whole)
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            self._fail(name, whole)
+
+    def _fail(self, name, value):
+        raise ValueError(f"parameter {name}={value!r} is not allowed: expected {self.allowed()}")
+
+
+def check_parameters(namespace: Mapping, spec: Mapping[str, Param]) -> dict:
+    """Validate the chapter's parameters in ``namespace`` against ``spec``; return them.
+
+    Raises ValueError for a name not in ``spec`` (listing the known ones), a missing
+    parameter, or a value of the wrong type or range.
+    """
+    public = {
+        k
+        for k, v in namespace.items()
+        if not k.startswith("_")
+        and k not in _KERNEL_NAMES
+        and not callable(v)
+        and type(v).__name__ != "module"
+    }
+    unknown = sorted(public - set(spec))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; this chapter takes {sorted(spec)}")
+    missing = sorted(set(spec) - public)
+    if missing:
+        raise ValueError(f"parameter(s) {missing} missing from the parameters cell")
+    for name, param in spec.items():
+        param.check(name, namespace[name])
+    return {name: namespace[name] for name in spec}
+
+
+DEVICE = Param(str, doc="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+def resolve_device(device: str) -> str:
+    """Turn the ``device`` parameter into a torch device string ('auto' picks CUDA if present)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    ok = device in ("cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())
+    if not ok:
+        raise ValueError(
+            f"parameter device={device!r} is not allowed: expected 'auto', 'cpu', 'cuda', "
+            f"'cuda:N' or 'mps'"
+        )
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"parameter device={device!r}: CUDA is not available on this machine")
+    return device

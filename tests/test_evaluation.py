@@ -1,0 +1,47 @@
+"""evaluate() and compare_frontiers() on cases computed by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from saelib.evaluation import Run, compare_frontiers, evaluate, run_sweep
+from saelib.saes import SAEConfig, make_sae
+from saelib.training import TrainConfig
+
+
+def test_compare_frontiers_interpolates_in_log_x():
+    table = pd.DataFrame(
+        {
+            "architecture": ["b", "b", "b", "a", "a", "a"],
+            "l0": [1.0, 4.0, 16.0, 2.0, 8.0, 32.0],
+            "fvu": [0.8, 0.4, 0.2, 0.5, 0.2, 0.05],
+        }
+    )
+    out = compare_frontiers(table, "a", "b")
+    # a at L0 2 lies halfway (in log) between b's 1 and 4: 0.6; at 8, between 4 and 16: 0.3
+    assert out["l0"].tolist() == [2.0, 8.0]  # 32 is outside b's range: left out
+    np.testing.assert_allclose(out["y_b"], [0.6, 0.3])
+    np.testing.assert_allclose(out["diff"], [-0.1, -0.1])
+    with pytest.raises(ValueError, match="must both have runs"):
+        compare_frontiers(table, "a", "c")
+
+
+def test_evaluate_identity_sae_and_sweep():
+    # An SAE whose decoder is the identity and encoder passes x through: FVU 0, no shrinkage.
+    sae = make_sae(SAEConfig(d_in=3, d_sae=3, tied=True))
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.eye(3))
+    x = torch.rand(50, 3) + 0.1  # positive, so ReLU passes it
+    row = evaluate(sae, x, true_dictionary=torch.eye(3), true_codes=x)
+    assert row["fvu"] == pytest.approx(0.0, abs=1e-12)
+    assert row["l0"] == 3 and row["dead_fraction"] == 0 and row["dense_fraction"] == 1
+    assert row["shrinkage"] == pytest.approx(1.0)
+    assert row["mmcs"] == pytest.approx(1.0) and row["mcc"] == pytest.approx(1.0)
+
+    runs = [
+        Run(SAEConfig(d_in=3, d_sae=4), TrainConfig(n_steps=2, progress=False), {"n": i})
+        for i in range(2)
+    ]
+    table = run_sweep(runs, lambda run: [x[:10]] * 5, x, progress=False)
+    assert table["n"].tolist() == [0, 1] and {"fvu", "l0", "train_mse"} <= set(table.columns)

@@ -1,0 +1,53 @@
+"""Chapter parameter checks: every failure names the parameter and what is allowed."""
+
+import pytest
+
+from saelib.parameters import Param, check_parameters, resolve_device
+
+SPEC = {
+    "seed": Param(int, low=0),
+    "lr": Param(float, low=0, high=1),
+    "arch": Param(str, choices=("relu", "topk")),
+    "ks": Param(list, item=int, low=1, high=64),
+    "tied": Param(bool),
+}
+GOOD = {"seed": 0, "lr": 1e-3, "arch": "relu", "ks": [2, 4], "tied": False}
+
+
+def test_valid_parameters_pass_and_kernel_names_are_ignored():
+    namespace = dict(GOOD, In=[], Out={}, _i1="", get_ipython=lambda: None)
+    assert check_parameters(namespace, SPEC) == GOOD
+    assert check_parameters(dict(GOOD, lr=1), SPEC)["lr"] == 1  # an int is a fine float
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"sed": 1}, r"unknown parameter\(s\) \['sed'\]; this chapter takes \['arch'"),
+        ({"seed": -1}, r"parameter seed=-1 is not allowed: expected int in \[0, inf\]"),
+        ({"seed": 1.5}, r"parameter seed=1.5 is not allowed: expected int"),
+        ({"seed": True}, r"parameter seed=True is not allowed: expected int"),
+        ({"lr": 2.0}, r"parameter lr=2.0 is not allowed: expected float in \[0, 1\]"),
+        ({"arch": "gated"}, r"parameter arch='gated' .* expected str in \['relu', 'topk'\]"),
+        ({"ks": [2, 0]}, r"parameter ks=\[2, 0\] .* expected list of int in \[1, 64\]"),
+        ({"ks": 4}, r"parameter ks=4 .* expected list of int"),
+        ({"tied": 1}, r"parameter tied=1 .* expected bool"),
+    ],
+)
+def test_bad_parameters_are_named(change, match):
+    with pytest.raises(ValueError, match=match):
+        check_parameters(dict(GOOD, **change), SPEC)
+
+
+def test_missing_parameter():
+    namespace = dict(GOOD)
+    del namespace["lr"]
+    with pytest.raises(ValueError, match=r"parameter\(s\) \['lr'\] missing"):
+        check_parameters(namespace, SPEC)
+
+
+def test_devices():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="parameter device='gpu' is not allowed: expected 'auto'"):
+        resolve_device("gpu")
