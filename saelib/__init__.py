@@ -1,6 +1,7 @@
 """saelib: sparse autoencoders for interpretability, and the experiments of the saelib book.
 
-Modules: ``saes`` (architectures), ``losses``, ``training``, ``data``, ``synthetic``,
+Modules: ``saes`` (architectures), ``losses``, ``training``, ``data``, ``synthetic``, ``ito``,
+``sparse_coding``, ``flops``,
 ``metrics``, ``evaluation``, ``io``, ``plotting``, ``parameters``.
 """
 
