@@ -1,11 +1,13 @@
 # Two entry points on a fresh machine:
 #   make book   set up, execute every chapter at the ci preset into book/, build the HTML
 #   make test   set up, lint, unit tests, nbval on the executed chapters, browser check
-# TORCH_SPEC picks the torch build (default: the CPU wheel); on a GPU box install a CUDA
-# torch into .venv first, or pass e.g. TORCH_SPEC='torch==2.13.0' with a CUDA index.
+# torch is installed first and pinned, so no other requirement can pull a CUDA build:
+# TORCH_SPEC is the CPU wheel this kind of machine has on disk. Elsewhere, point
+# TORCH_INDEX at PyTorch's CPU-only (or a CUDA) wheel index: make TORCH_INDEX=<url> test.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 BIN := $(VENV)/bin
 HTML := _build/html
 
@@ -17,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: a bare `torch` requirement would pull a CUDA build.
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (saelib)"
 	touch $@

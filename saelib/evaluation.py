@@ -36,6 +36,9 @@ def evaluate(
     shrinkage. With ``true_dictionary [n_features, d_in]``: mmcs and hungarian_cos (atoms
     against the decoder's rows). With ``true_codes [n, n_features]``: mcc.
     """
+    x = x.cpu()  # metrics are computed on the CPU, whatever the SAE's device
+    true_dictionary = None if true_dictionary is None else true_dictionary.cpu()
+    true_codes = None if true_codes is None else true_codes.cpu()
     was_training = sae.training
     sae.eval()
     device = next(sae.parameters()).device
@@ -122,3 +125,23 @@ def compare_frontiers(
             y_b = float(np.interp(np.log(xa), log_xb, yb))
             rows.append({x: float(xa), "y_a": float(ya), "y_b": y_b, "diff": float(ya) - y_b})
     return pd.DataFrame(rows, columns=[x, "y_a", "y_b", "diff"])
+
+
+def recovery_vs_fidelity(table: pd.DataFrame, by: str = "architecture") -> pd.DataFrame:
+    """Per group: the run that recovers the dictionary best against the most faithful run.
+
+    Columns: ``best_mmcs`` and ``l0_best_mmcs`` (the run with the highest MMCS),
+    ``mmcs_lowest_fvu`` and ``l0_lowest_fvu`` (the run with the lowest FVU), and
+    ``agree`` (the two are the same run). Needs ``mmcs``, ``fvu`` and ``l0`` columns.
+    """
+    rows = {}
+    for key, group in table.groupby(by, sort=False):
+        best, faithful = group.loc[group["mmcs"].idxmax()], group.loc[group["fvu"].idxmin()]
+        rows[key] = {
+            "best_mmcs": best["mmcs"],
+            "l0_best_mmcs": best["l0"],
+            "mmcs_lowest_fvu": faithful["mmcs"],
+            "l0_lowest_fvu": faithful["l0"],
+            "agree": best.name == faithful.name,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -15,7 +15,7 @@ def geometric_median(x: Tensor, n_iter: int = 100, tol: float = 1e-6) -> Tensor:
     """
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x must have shape [n >= 1, d], got {tuple(x.shape)}")
-    pts = x.double()
+    pts = x.detach().cpu().double()  # float64 is missing on some devices (mps)
     m = pts.mean(0)
     for _ in range(n_iter):
         w = 1.0 / (pts - m).norm(dim=-1).clamp_min(1e-12)  # inverse distances
@@ -24,7 +24,7 @@ def geometric_median(x: Tensor, n_iter: int = 100, tol: float = 1e-6) -> Tensor:
         m = m_next
         if converged:
             break
-    return m.to(x.dtype)
+    return m.to(device=x.device, dtype=x.dtype)
 
 
 def b_dec_init(x: Tensor, method: str) -> Tensor | None:

@@ -114,8 +114,10 @@ def aux_k(residual: Tensor, pre_acts: Tensor, dead: Tensor, W_dec: Tensor, k_aux
 
     Reconstruct the main reconstruction's error ``residual = x - x_hat`` (``[batch, d_in]``,
     detached by the caller) from the ``k_aux`` largest pre-activations among ``dead``
-    latents (bool ``[d_sae]``), and return the squared error normalised by the residual's
-    variance. Only dead latents receive a gradient. Returns 0 when no latent is dead.
+    latents (bool ``[d_sae]``): ``mean_b ||residual - aux_recon||^2``, in the units of
+    ``mse`` so that ``aux_k_coeff`` means the same at any activation scale (Gao et al.
+    normalise both terms alike; SAELens uses this unnormalised form). Only dead latents
+    receive a gradient. Returns 0 when no latent is dead.
     """
     n_dead = int(dead.sum())
     if n_dead == 0:
@@ -125,9 +127,7 @@ def aux_k(residual: Tensor, pre_acts: Tensor, dead: Tensor, W_dec: Tensor, k_aux
     vals, idx = masked.topk(k, dim=-1, sorted=False)  # [batch, k]
     codes = torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
     recon = codes @ W_dec  # decoder without bias; a dense matmul beats a gather on CPU
-    err = (recon - residual).pow(2).sum()
-    var = (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
-    return err / var
+    return mse(residual, recon)
 
 
 @torch.no_grad()
@@ -137,10 +137,15 @@ def _nearest_neighbours(atoms: Tensor, chunk_size: int) -> Tensor:
     nn = torch.empty(n, dtype=torch.long, device=atoms.device)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        cos = (atoms[start:stop] @ atoms.T).abs_()  # [chunk, n]
-        cos[torch.arange(stop - start), torch.arange(start, stop)] = -1.0  # not itself
-        nn[start:stop] = cos.argmax(dim=-1)
+        nn[start:stop] = _abs_cos_block(atoms, start, stop).argmax(dim=-1)
     return nn
+
+
+def _abs_cos_block(atoms: Tensor, start: int, stop: int) -> Tensor:
+    """``|cos|`` of rows ``start:stop`` against all rows, ``[stop - start, n]``, self at -1."""
+    cos = (atoms[start:stop] @ atoms.T).abs_()
+    cos[torch.arange(stop - start), torch.arange(start, stop)] = -1.0  # not itself
+    return cos
 
 
 def orthogonality_penalty(W_dec: Tensor, power: float = 1.0, chunk_size: int = 4096) -> Tensor:

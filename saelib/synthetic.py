@@ -2,7 +2,7 @@
 
 Layout (the library's one layout): ``x`` is ``[n, d]``, true codes are ``[n, n_features]``,
 the true dictionary is ``[n_features, d]`` with unit-norm rows (atoms), and
-``x = codes @ dictionary`` (plus Gaussian noise when asked for).
+``x = codes @ dictionary`` (plus a constant offset and Gaussian noise when asked for).
 
 Randomness: every function takes a CPU ``torch.Generator`` or an ``int`` seed. Tensors are
 drawn on the CPU and then moved to ``device``, so a seed gives the same numbers on any device.

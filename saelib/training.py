@@ -17,6 +17,7 @@ import math
 import shutil
 import signal
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,6 +112,13 @@ class TrainConfig:
         _int_at_least("dead_after_tokens", self.dead_after_tokens, 1)
         _int_at_least("log_every", self.log_every, 1)
         _int_at_least("checkpoint_every", self.checkpoint_every, 0)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"TrainConfig.device must be a torch device such as 'cpu', 'cuda', 'cuda:1' "
+                f"or 'mps', got {self.device!r}"
+            ) from None
         if self.checkpoint_every and self.checkpoint_dir is None:
             raise ValueError("TrainConfig.checkpoint_every needs checkpoint_dir to be set")
 
@@ -139,6 +147,15 @@ class Trainer:
     """Trains one SAE; holds the optimizer, step counter and dead-latent statistics."""
 
     def __init__(self, sae: SAE, cfg: TrainConfig):
+        plain_l1 = sae.cfg.architecture == "gated" or (
+            sae.cfg.architecture in ("relu", "mlp") and sae.cfg.sparsity_penalty == "l1"
+        )
+        if plain_l1 and not cfg.normalize_decoder:
+            raise ValueError(
+                "TrainConfig.normalize_decoder=False with a plain L1 penalty (gated, or "
+                "sparsity_penalty='l1') lets the decoder grow and the penalty vanish; use "
+                "normalize_decoder=True or sparsity_penalty='l1_dec_norm'"
+            )
         self.cfg = cfg
         self.sae = sae.to(cfg.device)
         self.optimizer = torch.optim.Adam(
@@ -160,7 +177,7 @@ class Trainer:
         Interrupting (Ctrl-C) saves a checkpoint before re-raising.
         """
         cfg = self.cfg
-        if resume and cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / "trainer.json").exists():
+        if resume and cfg.checkpoint_dir and _find_checkpoint(cfg.checkpoint_dir) is not None:
             self.load_checkpoint(cfg.checkpoint_dir)
         stream = _stream_from(batches, self.step)
         if self.step == 0:
@@ -171,7 +188,13 @@ class Trainer:
         try:
             with _sigint_deferred() as interrupted:
                 while self.step < cfg.n_steps:
-                    record = self.train_step(next(stream).to(cfg.device, non_blocking=True))
+                    x = next(stream, None)
+                    if x is None:
+                        raise ValueError(
+                            f"batches ran out after {self.step} of n_steps={cfg.n_steps} steps; "
+                            f"pass an endless source (TensorBatches, ShardedBatches) or more data"
+                        )
+                    record = self.train_step(x.to(cfg.device, non_blocking=True))
                     if record is not None:
                         bar.set_postfix(mse=f"{record['mse']:.3g}", l0=f"{record['l0']:.1f}")
                     bar.update(1)
@@ -242,9 +265,21 @@ class Trainer:
 
     # -- checkpoints: safetensors for tensors, JSON for the rest ------------------
     def save_checkpoint(self, directory: str | Path) -> None:
-        """Write the SAE, optimizer and trainer state; atomic (a temp dir renamed)."""
-        directory = Path(directory)
+        """Write the SAE, optimizer and trainer state, atomically.
+
+        The new checkpoint is written to ``<dir>.tmp``; the old one is renamed to
+        ``<dir>.old`` before the new one takes its name, so at every instant one complete
+        checkpoint exists (``load_checkpoint`` falls back to ``.old``). Ctrl-C is held
+        until the save is done.
+        """
+        with _sigint_deferred() as interrupted:
+            self._save_checkpoint(Path(directory))
+        if interrupted():
+            raise KeyboardInterrupt
+
+    def _save_checkpoint(self, directory: Path) -> None:
         tmp = directory.with_name(directory.name + ".tmp")
+        old = directory.with_name(directory.name + ".old")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_file(_contiguous(self.sae.state_dict()), tmp / "sae.safetensors")
@@ -260,19 +295,38 @@ class Trainer:
             "sae_config": self.sae.cfg.to_dict(),
             "train_config": asdict(self.cfg),
         }
-        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
-        shutil.rmtree(directory, ignore_errors=True)
+        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))  # written last
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            directory.rename(old)
         tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, directory: str | Path) -> None:
-        """Restore a checkpoint written by ``save_checkpoint`` (the SAE config must match)."""
-        directory = Path(directory)
+        """Restore a checkpoint written by ``save_checkpoint``.
+
+        The SAE config and the training settings that shape the run (everything but
+        device, progress, logging and checkpoint settings) must match; otherwise the
+        resumed run would not be the run that was started.
+        """
+        found = _find_checkpoint(directory)
+        if found is None:
+            raise ValueError(f"no checkpoint (trainer.json) in {directory} or {directory}.old")
+        directory = found
         meta = json.loads((directory / "trainer.json").read_text())
         saved = SAEConfig.from_dict(meta["sae_config"])
         if saved != self.sae.cfg:
             raise ValueError(
                 f"checkpoint in {directory} is for {saved}, not for this trainer's SAE "
                 f"{self.sae.cfg}; use another checkpoint_dir"
+            )
+        ours, theirs = _run_settings(asdict(self.cfg)), _run_settings(meta["train_config"])
+        changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+        if changed:
+            detail = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in changed)
+            raise ValueError(
+                f"checkpoint in {directory} was trained with other TrainConfig settings "
+                f"({detail}); resume with the same settings or use another checkpoint_dir"
             )
         self.sae.load_state_dict(load_file(directory / "sae.safetensors", device=self.cfg.device))
         opt_tensors = load_file(directory / "optimizer.safetensors", device=self.cfg.device)
@@ -285,7 +339,10 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, directory: str | Path, **overrides) -> Trainer:
         """Rebuild SAE and trainer from a checkpoint directory alone."""
-        meta = json.loads((Path(directory) / "trainer.json").read_text())
+        found = _find_checkpoint(directory)
+        if found is None:
+            raise ValueError(f"no checkpoint (trainer.json) in {directory} or {directory}.old")
+        meta = json.loads((found / "trainer.json").read_text())
         train_cfg = dict(meta["train_config"], **overrides)
         train_cfg["betas"] = tuple(train_cfg["betas"])
         trainer = cls(make_sae(SAEConfig.from_dict(meta["sae_config"])), TrainConfig(**train_cfg))
@@ -316,9 +373,34 @@ def _sigint_deferred():
         signal.signal(signal.SIGINT, previous)
 
 
+# Settings that do not change the trained weights, so a resumed run may change them.
+_FREE_SETTINGS = {"device", "progress", "log_every", "checkpoint_dir", "checkpoint_every"}
+
+
+def _run_settings(train_config: dict) -> dict:
+    settings = {k: v for k, v in train_config.items() if k not in _FREE_SETTINGS}
+    settings["betas"] = list(settings["betas"])  # JSON has lists, the dataclass a tuple
+    return settings
+
+
+def _find_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint: ``directory``, or ``<directory>.old`` after a crash mid-save."""
+    for candidate in (Path(directory), Path(f"{directory}.old")):
+        if (candidate / "trainer.json").is_file():
+            return candidate
+    return None
+
+
 def _stream_from(batches: Iterable[Tensor], step: int) -> Iterator[Tensor]:
     if hasattr(batches, "iter_from"):
         return batches.iter_from(step)
+    if step > 0 and iter(batches) is batches:
+        warnings.warn(
+            f"resuming at step {step} from an iterator without iter_from: skipping {step} "
+            f"batches from its current position, which matches the interrupted run only if "
+            f"the iterator is new; prefer TensorBatches or ShardedBatches",
+            stacklevel=3,
+        )
     return itertools.islice(iter(batches), step, None)
 
 

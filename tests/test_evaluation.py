@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from saelib.evaluation import Run, compare_frontiers, evaluate, run_sweep
+from saelib.evaluation import Run, compare_frontiers, evaluate, recovery_vs_fidelity, run_sweep
 from saelib.saes import SAEConfig, make_sae
 from saelib.training import TrainConfig
 
@@ -45,3 +45,23 @@ def test_evaluate_identity_sae_and_sweep():
     ]
     table = run_sweep(runs, lambda run: [x[:10]] * 5, x, progress=False)
     assert table["n"].tolist() == [0, 1] and {"fvu", "l0", "train_mse"} <= set(table.columns)
+
+
+def test_recovery_vs_fidelity_by_hand():
+    table = pd.DataFrame(
+        {
+            "architecture": ["a", "a", "b", "b"],
+            "l0": [2.0, 9.0, 3.0, 6.0],
+            "fvu": [0.3, 0.1, 0.2, 0.4],
+            "mmcs": [0.95, 0.7, 0.9, 0.8],
+        }
+    )
+    out = recovery_vs_fidelity(table)
+    assert out.loc["a"].to_dict() == {
+        "best_mmcs": 0.95,
+        "l0_best_mmcs": 2.0,
+        "mmcs_lowest_fvu": 0.7,
+        "l0_lowest_fvu": 9.0,
+        "agree": False,
+    }
+    assert bool(out.loc["b", "agree"]) is True

@@ -92,10 +92,24 @@ def test_aux_k_value_by_hand_and_no_dead():
             vals, pos = pre[b, dead_idx].topk(2)
             for v, p in zip(vals, pos, strict=True):
                 recon[b] += v.clamp_min(0) * W_dec[dead_idx[p]]
-        expected = (recon - residual).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum()
+        expected = (recon - residual).pow(2).sum(-1).mean()
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
         none = losses.aux_k(residual, pre, torch.zeros_like(dead), W_dec, k_aux=2)
         assert none.item() == 0.0
+
+
+def test_aux_k_scales_like_mse():
+    """Scaling the activations by s scales mse and aux-k alike (by s^2): a fixed
+    coefficient keeps its meaning on data of any scale."""
+    pre, W_dec, residual, dead = _dead_latent_problem()
+    x_hat = torch.randn_like(residual)
+    with torch.no_grad():
+        ratios = []
+        for s in (1.0, 10.0):
+            x = s * (residual + x_hat)
+            aux = losses.aux_k(s * residual, s * pre, dead, W_dec, k_aux=2)
+            ratios.append(aux / losses.mse(x, s * x_hat))
+    assert ratios[0].item() == pytest.approx(ratios[1].item(), rel=1e-4)
 
 
 def _orthogonality_brute_force(W_dec, power):
@@ -130,17 +144,23 @@ def test_orthogonality_penalty_extremes():
         losses.orthogonality_penalty(W, power=0)
 
 
-def test_orthogonality_penalty_memory_is_chunked():
-    """With a small chunk, no [d_sae, d_sae] tensor is kept for backward."""
+def test_orthogonality_penalty_memory_is_chunked(monkeypatch):
+    """No block larger than [chunk_size, d_sae] is formed, and gradients stay O(d_sae)."""
     torch.manual_seed(3)
     W = torch.randn(3000, 16, requires_grad=True)
-    saved = []
+    blocks, saved = [], []
+    real_block = losses._abs_cos_block
 
-    def pack(t):
-        saved.append(t.numel())
-        return t
+    def spy(atoms, start, stop):
+        out = real_block(atoms, start, stop)
+        blocks.append(tuple(out.shape))
+        return out
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    monkeypatch.setattr(losses, "_abs_cos_block", spy)
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel()) or t, lambda t: t
+    ):
         loss = losses.orthogonality_penalty(W, chunk_size=256)
     loss.backward()
-    assert max(saved) < 3000 * 3000 / 10
+    assert len(blocks) == 12 and max(rows for rows, _ in blocks) == 256
+    assert max(saved) <= 3000 * 16  # autograd keeps only [d_sae, d_in]-sized tensors

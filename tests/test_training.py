@@ -36,6 +36,12 @@ def quiet(**kw):
         (dict(aux_k=0), "aux_k must be an integer >= 1"),
         (dict(checkpoint_every=5), "checkpoint_every needs checkpoint_dir"),
         (dict(sparsity_warmup_steps=1.5), "sparsity_warmup_steps must be an integer >= 0"),
+        (dict(eps=0.0), "eps must be a positive number"),
+        (dict(dead_after_tokens=0), "dead_after_tokens must be an integer >= 1"),
+        (dict(log_every=0), "log_every must be an integer >= 1"),
+        (dict(orthogonality_coeff=-0.1), "orthogonality_coeff must be a number >= 0"),
+        (dict(orthogonality_power=0), "orthogonality_power must be a positive number"),
+        (dict(device="gpu"), "device must be a torch device such as 'cpu'"),
     ],
 )
 def test_config_errors_name_the_parameter(kw, match):
@@ -64,10 +70,26 @@ def test_unit_norm_decoder_and_projected_gradient(arch):
     sae.project_decoder_grad_()
     parallel = (sae.W_dec.grad * sae.W_dec).sum(-1)
     assert parallel.abs().max() < 1e-5
-    # and without the constraint the norms do move
+    # and without the constraint the norms do move (gated refuses: its L1 is plain)
     free = make_sae(SAEConfig(d_in=8, d_sae=16, architecture=arch, k=k))
+    if arch == "gated":
+        with pytest.raises(ValueError, match="normalize_decoder=False with a plain L1"):
+            Trainer(free, quiet(normalize_decoder=False))
+        return
     Trainer(free, quiet(lr=1e-2, normalize_decoder=False)).fit(TensorBatches(small_data(), 64))
     assert (free.W_dec.norm(dim=-1) - 1).abs().max() > 1e-3
+
+
+def test_fit_projects_the_decoder_gradient_every_step(monkeypatch):
+    sae = make_sae(SAEConfig(d_in=8, d_sae=16))
+    calls = []
+    real = type(sae).project_decoder_grad_
+    monkeypatch.setattr(type(sae), "project_decoder_grad_", lambda s: calls.append(1) or real(s))
+    Trainer(sae, quiet(n_steps=7)).fit(TensorBatches(small_data(), 64))
+    assert len(calls) == 7
+    calls.clear()
+    Trainer(sae, quiet(n_steps=3, normalize_decoder=False)).fit(TensorBatches(small_data(), 64))
+    assert calls == []
 
 
 def test_geometric_median_against_scipy():
@@ -216,3 +238,41 @@ def test_sharded_batches_stream_from_disk(tmp_path):
     Trainer(sae, quiet(n_steps=12)).fit(data)  # trains from the file-backed stream
     with pytest.raises(ValueError, match="no tensor named 'acts'"):
         ShardedBatches(paths, batch_size=10, key="acts")
+
+
+def test_resume_refuses_changed_training_settings(tmp_path):
+    x = small_data()
+    cfg = quiet(n_steps=3, lr=1e-2, checkpoint_dir=str(tmp_path / "c"))
+    Trainer(make_sae(SAEConfig(d_in=8, d_sae=16)), cfg).fit(TensorBatches(x, 64))
+    other = quiet(n_steps=3, lr=1e-4, sparsity_coeff=5.0, checkpoint_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="lr: 0.01 -> 0.0001, sparsity_coeff: 0.0 -> 5.0"):
+        Trainer(make_sae(SAEConfig(d_in=8, d_sae=16)), other).fit(TensorBatches(x, 64))
+    # settings that do not change the weights may differ
+    relogged = quiet(n_steps=3, lr=1e-2, checkpoint_dir=str(tmp_path / "c"), log_every=1)
+    Trainer(make_sae(SAEConfig(d_in=8, d_sae=16)), relogged).fit(TensorBatches(x, 64))
+
+
+def test_a_crash_between_renames_leaves_a_usable_checkpoint(tmp_path):
+    ckpt = tmp_path / "c"
+    trainer = Trainer(
+        make_sae(SAEConfig(d_in=8, d_sae=16)), quiet(n_steps=4, checkpoint_dir=str(ckpt))
+    )
+    trainer.fit(TensorBatches(small_data(), 64))
+    ckpt.rename(tmp_path / "c.old")  # as if killed after moving the old one aside
+    resumed = Trainer.from_checkpoint(ckpt)
+    assert resumed.step == 4
+    torch.testing.assert_close(resumed.sae.W_dec, trainer.sae.W_dec, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        Trainer.from_checkpoint(tmp_path / "elsewhere")
+
+
+def test_running_out_of_batches_is_a_clear_error():
+    with pytest.raises(ValueError, match="batches ran out after 2 of n_steps=5"):
+        Trainer(make_sae(SAEConfig(d_in=8, d_sae=16)), quiet(n_steps=5)).fit([small_data(64)] * 2)
+
+
+def test_resuming_a_plain_iterator_warns():
+    trainer = Trainer(make_sae(SAEConfig(d_in=8, d_sae=16)), quiet(n_steps=2))
+    trainer.step = 1  # as if restored from a checkpoint half way
+    with pytest.warns(UserWarning, match="iterator without iter_from"):
+        trainer.fit(iter(TensorBatches(small_data(), 64)))
