@@ -28,8 +28,8 @@ browser:
 	bash scripts/install_browser.sh
 
 lint: setup
-	$(BIN)/ruff check saelib tests scripts
-	$(BIN)/ruff format --check saelib tests scripts
+	$(BIN)/ruff check saelib tests scripts benchmarks
+	$(BIN)/ruff format --check saelib tests scripts benchmarks
 
 unit: setup
 	$(BIN)/python -m pytest tests --ignore=tests/book
