@@ -14,13 +14,7 @@ PURSUITS = ["omp", "gradient_pursuit", "matching_pursuit"]
 LASSOS = ["ista", "fista"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, tiny ops on 2 threads run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unit_rows(n, d, seed, dtype=torch.float64):

@@ -8,14 +8,7 @@ from saelib.metrics import matched_cosines
 from saelib.sparse_coding import SparseCodingConfig, SparseCodingResult, fit_dictionary
 from saelib.synthetic import SyntheticConfig, SyntheticData
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, tiny ops on 2 threads run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
