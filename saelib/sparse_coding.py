@@ -37,6 +37,7 @@ from torch import Tensor
 
 from saelib import ito
 from saelib.progress import progress_bar
+from saelib.validation import is_int, is_positive, require
 
 Solver = Literal["fista", "ista", "omp", "gradient_pursuit", "matching_pursuit"]
 DictUpdate = Literal["lstsq", "gradient"]
@@ -46,16 +47,7 @@ __all__ = ["SparseCodingConfig", "SparseCodingResult", "fit_dictionary"]
 
 
 def _require(ok: bool, name: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"SparseCodingConfig.{name} must be {allowed}, got {value!r}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_pos(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+    require(ok, f"SparseCodingConfig.{name}", value, allowed)
 
 
 @dataclass(frozen=True)
@@ -91,16 +83,15 @@ class SparseCodingConfig:
     """Seeds the initial dictionary and the re-initialisation of unused atoms."""
 
     def __post_init__(self) -> None:
-        _require(
-            _is_int(self.n_atoms) and self.n_atoms >= 1, "n_atoms", self.n_atoms, "an int >= 1"
-        )
+        _require(is_int(self.n_atoms) and self.n_atoms >= 1, "n_atoms", self.n_atoms, "an int >= 1")
         solvers = get_args(Solver)
         _require(self.solver in solvers, "solver", self.solver, f"one of {list(solvers)}")
         if self.solver in L1_SOLVERS:
-            _require(_is_pos(self.l1), "l1", self.l1, f"a number > 0 for solver {self.solver!r}")
+            allowed = f"a number > 0 for solver {self.solver!r}"
+            _require(is_positive(self.l1), "l1", self.l1, allowed)
             _require(self.l0 is None, "l0", self.l0, f"None for solver {self.solver!r}")
         else:
-            ok = _is_int(self.l0) and 1 <= self.l0 <= self.n_atoms
+            ok = is_int(self.l0) and 1 <= self.l0 <= self.n_atoms
             _require(
                 ok, "l0", self.l0, f"an int in [1, n_atoms={self.n_atoms}] for {self.solver!r}"
             )
@@ -109,12 +100,12 @@ class SparseCodingConfig:
         _require(not (self.nonneg and self.solver == "omp"), "nonneg", True, "False with omp")
         for name in ("n_iter", "grad_steps", "solver_max_iter", "chunk_size"):
             value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, name, value, "an int >= 1")
+            _require(is_int(value) and value >= 1, name, value, "an int >= 1")
         updates = get_args(DictUpdate)
         _require(self.dict_update in updates, "dict_update", self.dict_update, f"one of {updates}")
         for name in ("ridge", "solver_tol"):
-            _require(_is_pos(getattr(self, name)), name, getattr(self, name), "a number > 0")
-        _require(_is_int(self.seed), "seed", self.seed, "an int")
+            _require(is_positive(getattr(self, name)), name, getattr(self, name), "a number > 0")
+        _require(is_int(self.seed), "seed", self.seed, "an int")
 
 
 class SparseCodingResult(NamedTuple):

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from saelib.validation import is_int, is_real, require
+
 Seed = int | torch.Generator
 Frequency = Literal["uniform", "zipf"]
 Magnitude = Literal["uniform", "halfnormal", "exponential", "constant"]
@@ -58,46 +60,33 @@ class ComposedFeatures(NamedTuple):
 # --- validation ---------------------------------------------------------------------------
 
 
-def _require(ok: bool, name: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _check_int(name: str, value: object, lo: int) -> None:
-    _require(_is_int(value) and value >= lo, name, value, f"an int >= {lo}")
+    require(is_int(value) and value >= lo, name, value, f"an int >= {lo}")
 
 
 def _check_nonnegative(name: str, value: object) -> None:
-    _require(_is_real(value) and value >= 0, name, value, "a finite number >= 0")
+    require(is_real(value) and value >= 0, name, value, "a finite number >= 0")
 
 
 def _check_prob(name: str, value: object) -> None:
-    _require(_is_real(value) and 0 <= value <= 1, name, value, "a number in [0, 1]")
+    require(is_real(value) and 0 <= value <= 1, name, value, "a number in [0, 1]")
 
 
 def _check_mean_active(value: object, n_features: int) -> None:
-    ok = _is_real(value) and 0 < value <= n_features
-    _require(ok, "mean_active", value, f"a number in (0, n_features={n_features}]")
+    ok = is_real(value) and 0 < value <= n_features
+    require(ok, "mean_active", value, f"a number in (0, n_features={n_features}]")
 
 
 def _check_coherence(value: object, d: int) -> None:
-    _require(_is_real(value) and 0 <= value < 1, "coherence", value, "a number in [0, 1)")
-    _require(value == 0 or d >= 2, "coherence", value, "0 when d == 1")
+    require(is_real(value) and 0 <= value < 1, "coherence", value, "a number in [0, 1)")
+    require(value == 0 or d >= 2, "coherence", value, "0 when d == 1")
 
 
 def _generator(seed: Seed) -> torch.Generator:
     """``seed`` itself if it is a generator, else a fresh CPU generator seeded with it."""
     if isinstance(seed, torch.Generator):
         return seed
-    if not _is_int(seed):
+    if not is_int(seed):
         raise TypeError(f"generator must be a torch.Generator or an int seed, got {seed!r}")
     return torch.Generator().manual_seed(seed)
 
@@ -130,7 +119,7 @@ def random_dictionary(
     _check_int("d", d, 1)
     _check_coherence(coherence, d)
     n_dirs = n_features + (coherence > 0)
-    _require(
+    require(
         not orthogonal or n_dirs <= d,
         "n_features",
         n_features,
@@ -183,7 +172,7 @@ def firing_probabilities(
     Returns a tensor of shape ``[n_features]``, float32.
     """
     _check_int("n_features", n_features, 1)
-    _require(kind in FREQUENCIES, "kind", kind, f"one of {FREQUENCIES}")
+    require(kind in FREQUENCIES, "kind", kind, f"one of {FREQUENCIES}")
     _check_mean_active(mean_active, n_features)
     _check_nonnegative("zipf_exponent", zipf_exponent)
     return _firing_probabilities(n_features, kind, mean_active, zipf_exponent).to(device)
@@ -262,13 +251,11 @@ class SyntheticConfig:
         _check_int("n_features", self.n_features, 1)
         _check_int("d", self.d, 1)
         _check_mean_active(self.mean_active, self.n_features)
-        _require(
-            self.frequency in FREQUENCIES, "frequency", self.frequency, f"one of {FREQUENCIES}"
-        )
+        require(self.frequency in FREQUENCIES, "frequency", self.frequency, f"one of {FREQUENCIES}")
         _check_nonnegative("zipf_exponent", self.zipf_exponent)
-        _require(self.magnitude in MAGNITUDES, "magnitude", self.magnitude, f"one of {MAGNITUDES}")
+        require(self.magnitude in MAGNITUDES, "magnitude", self.magnitude, f"one of {MAGNITUDES}")
         scale = self.magnitude_scale
-        _require(_is_real(scale) and scale > 0, "magnitude_scale", scale, "a finite number > 0")
+        require(is_real(scale) and scale > 0, "magnitude_scale", scale, "a finite number > 0")
         _check_coherence(self.coherence, self.d)
         _check_nonnegative("noise_std", self.noise_std)
         _check_nonnegative("offset_norm", self.offset_norm)
@@ -277,20 +264,20 @@ class SyntheticConfig:
         _check_int("n_parents", self.n_parents, 0)
         _check_int("children_per_parent", self.children_per_parent, 0)
         n_kids, n_parents = self.children_per_parent, self.n_parents
-        _require(
+        require(
             (n_kids == 0) == (n_parents == 0),
             "children_per_parent",
             n_kids,
             f"0 when n_parents is 0 and >= 1 otherwise (n_parents={n_parents})",
         )
         _check_prob("child_prob", self.child_prob)
-        _require(
+        require(
             isinstance(self.exclusive_children, bool),
             "exclusive_children",
             self.exclusive_children,
             "a bool",
         )
-        _require(
+        require(
             not self.exclusive_children or n_kids * self.child_prob <= 1 + 1e-9,
             "child_prob",
             self.child_prob,
@@ -298,7 +285,7 @@ class SyntheticConfig:
         )
         _check_int("seed", self.seed, 0)
         used = n_parents * (1 + n_kids) + 2 * self.correlated_pairs
-        _require(
+        require(
             used <= self.n_features,
             "n_features",
             self.n_features,
@@ -478,8 +465,8 @@ def composed_features(
     """
     _check_int("n", n, 1)
     _check_int("d", d, 2)
-    ok = _is_real(correlation) and -1 <= correlation <= 1
-    _require(ok, "correlation", correlation, "a number in [-1, 1]")
+    ok = is_real(correlation) and -1 <= correlation <= 1
+    require(ok, "correlation", correlation, "a number in [-1, 1]")
     _check_prob("one_hot_fraction", one_hot_fraction)
     g = _generator(generator)
     if d == 2:
