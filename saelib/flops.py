@@ -332,3 +332,28 @@ def sparse_coding_flops(
     objective = n_samples * 2 * n_atoms * d
     update = dictionary_update_flops(n_atoms, d, n_samples, dict_update, grad_steps=grad_steps)
     return code_step + objective + n_outer * (update + code_step + 3 * objective)
+
+
+# -- encoder-only fits (saelib.amortisation) ----------------------------------------------------
+def encoder_fit_flops(cfg: SAEConfig, n_steps: int, batch_size: int, setting: str) -> int:
+    """FLOPs of ``saelib.amortisation.fit_encoder``: ``n_steps`` steps on ``batch_size`` samples.
+
+    Per sample, the encoder's matmuls cost 3x forward (forward, gradient for the weight and
+    for the input), except those applied to ``x - b_dec``, which cost 2x (the input is data
+    and ``b_dec`` is frozen: no input gradient). ``known_dictionary`` (the SAE's own loss)
+    adds the dense decode through the frozen dictionary at 2x (forward and the gradient with
+    respect to ``f``), twice for Gated (its auxiliary reconstruction); ``known_codes`` never
+    decodes. Ignored: the losses, elementwise work, the Adam update.
+    """
+    cfg = _cfg(cfg)
+    n_steps, batch_size = _int("n_steps", n_steps, 1), _int("batch_size", batch_size, 1)
+    _choice("setting", setting, ("known_dictionary", "known_codes"))
+    matmuls = _encoder_matmuls(cfg)
+    n_input_products = 2 if cfg.architecture == "gated" else 1
+    per_sample = sum(
+        (2 if i < n_input_products else 3) * 2 * fan_in * fan_out
+        for i, (fan_in, fan_out) in enumerate(matmuls)
+    )
+    if setting == "known_dictionary":
+        per_sample += (4 if cfg.architecture == "gated" else 2) * sae_decode_flops(cfg)
+    return n_steps * batch_size * per_sample

@@ -78,3 +78,18 @@ def bars(ax: Axes, table: pd.DataFrame, x: str, y: str, hue: str | None = None) 
     ax.set_ylabel(label(y))
     ax.set_xlabel(label(x))
     return ax
+
+# Inference methods of the amortisation-gap chapter, coloured like their closest SAE kin.
+METHOD_COLORS = {
+    "SAE": ARCH_COLORS["relu"],
+    "MLP (1 hidden)": ARCH_COLORS["mlp"],
+    "MLP (2 hidden)": "#5B4A3A",
+    "SAE+ITO": ARCH_COLORS["jumprelu"],
+    "sparse coding": ARCH_COLORS["gated"],
+    "oracle": "#222222",
+    "TopK encoder": ARCH_COLORS["topk"],
+    "gradient pursuit": ARCH_COLORS["jumprelu"],
+    "OMP": ARCH_COLORS["batchtopk"],
+    "ISTA": "#8C8C8C",
+    "FISTA": "#222222",
+}
