@@ -39,6 +39,7 @@ def composed_sets(
     correlation: float = 0.0,
     one_hot_fraction: float = 0.0,
     generator: Seed,
+    dictionary_seed: int = 0,
     device: torch.device | str | None = None,
 ) -> ComposedSets:
     """Sample ``n`` points with exactly one active feature in each of ``n_sets`` sets.
@@ -51,13 +52,16 @@ def composed_sets(
     only one set (chosen uniformly). Directions: with ``d = 2``, two sets of two, the
     mutually exclusive features are antipodal (x1 = e1, x2 = -e1, y1 = e2, y2 = -e2), as in
     the post and ``composed_features``; otherwise random unit atoms
-    (``saelib.synthetic.random_dictionary``).
+    (``saelib.synthetic.random_dictionary``) drawn from ``dictionary_seed``, not from
+    ``generator``: training and evaluation sets drawn with different generators share the
+    dictionary.
     """
     for name, value, lo in (("n", n, 1), ("n_sets", n_sets, 2), ("set_size", set_size, 1),
                             ("d", d, 2)):  # fmt: skip
         require(is_int(value) and value >= lo, name, value, f"an int >= {lo}")
     ok = is_real(correlation) and 0 <= correlation <= 1
     require(ok, "correlation", correlation, "a number in [0, 1]")
+    require(is_int(dictionary_seed), "dictionary_seed", dictionary_seed, "an int")
     ok = is_real(one_hot_fraction) and 0 <= one_hot_fraction <= 1
     require(ok, "one_hot_fraction", one_hot_fraction, "a number in [0, 1]")
     g = torch.Generator().manual_seed(generator) if is_int(generator) else generator
@@ -65,7 +69,7 @@ def composed_sets(
     if d == 2 and n_sets == 2 and set_size == 2:
         dictionary = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     else:
-        dictionary = random_dictionary(n_features, d, generator=g)
+        dictionary = random_dictionary(n_features, d, generator=dictionary_seed)
     codes = _codes(n, n_sets, set_size, correlation, one_hot_fraction, g)
     set_of = torch.arange(n_features) // set_size
     pairs = torch.tensor(

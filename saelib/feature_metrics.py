@@ -70,6 +70,7 @@ def composites(
     single_threshold: float = 0.9,
     pair_threshold: float = 0.95,
     alive: Tensor | None = None,
+    candidates: int | None = 32,
 ) -> Composites:
     """Which learned atoms are composites of two true features rather than one.
 
@@ -81,7 +82,10 @@ def composites(
     ``pair >= pair_threshold``: no single feature explains it, a non-negative mix of two does.
     The fraction is over the atoms with ``alive[j]`` true (all atoms if ``alive`` is None).
 
-    Memory is ``O(n_learned * n_true^2)`` in float64: fine up to a few hundred true atoms.
+    Pairs are searched among each learned atom's ``candidates`` true atoms of largest |cos|
+    (all pairs when ``candidates`` is None or >= n_true): a pair that explains an atom at
+    cos >= 0.95 has at least one large cosine, and in practice both (an approximation for
+    strongly coherent dictionaries). Cost ``O(n_learned * candidates^2)``.
     """
     t, l = _same_width(true_dict, learned_dict)
     for name, v in (("single_threshold", single_threshold), ("pair_threshold", pair_threshold)):
@@ -92,24 +96,39 @@ def composites(
     alive = alive.cpu().bool()
     c = l @ t.T  # [m, n] signed cosines
     single = c.abs().max(dim=1).values
-    g = t @ t.T  # [n, n]
-    det = 1 - g.pow(2)  # Gram determinant of each unit pair
-    ok = det > 1e-9
-    inv_det = torch.where(ok, 1 / det.clamp_min(1e-9), 0.0)
-    ci, cj = c[:, :, None], c[:, None, :]  # [m, n, 1], [m, 1, n]
-    a = (ci - g * cj) * inv_det  # weight of t_i  [m, n, n]
-    b = (cj - g * ci) * inv_det  # weight of t_j
-    proj2 = a * ci + b * cj  # squared norm of the projection of l onto span(t_i, t_j)
-    valid = ok & (a > 0) & (b > 0)
-    score = torch.where(valid, proj2.clamp(0, 1).sqrt(), -1.0).flatten(1)  # [m, n * n]
-    best, arg = score.max(dim=1)
     n = t.shape[0]
-    pair = torch.stack([arg // n, arg % n], dim=1)
+    k = n if candidates is None else min(n, candidates)
+    idx = c.abs().topk(k, dim=1).indices  # [m, k] candidate atoms per learned atom
+    ck = c.gather(1, idx)  # [m, k]
+    g = t @ t.T  # [n, n]
+    gk = g[idx[:, :, None], idx[:, None, :]]  # [m, k, k] Gram of each atom's candidates
+    best, arg = zip(
+        *(_best_pair(*part) for part in zip(ck.split(256), gk.split(256), strict=True)),
+        strict=True,
+    )
+    best, arg = torch.cat(best), torch.cat(arg)  # arg indexes the [k, k] candidate grid
+    pair = torch.stack([idx.gather(1, (arg // k)[:, None]), idx.gather(1, (arg % k)[:, None])], 1)
+    pair = pair[:, :, 0].sort(dim=1).values  # (i, j) with i < j
     pair[best < 0] = -1
     pair_cos = best.clamp_min(0)
     is_comp = (single < single_threshold) & (pair_cos >= pair_threshold) & alive
     frac = is_comp.sum().item() / max(int(alive.sum()), 1)
     return Composites(frac, is_comp, single.float(), pair_cos.float(), pair)
+
+
+def _best_pair(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Best non-negative two-atom fit for cosines ``c [m, k]`` and Gram matrices ``g [m, k, k]``:
+    its cos ``[m]`` (-1 if no pair qualifies) and flat index into the ``[k, k]`` grid ``[m]``."""
+    det = 1 - g.pow(2)  # Gram determinant of each unit pair
+    ok = det > 1e-9  # skips (anti)parallel pairs and the diagonal
+    inv_det = torch.where(ok, 1 / det.clamp_min(1e-9), 0.0)
+    ci, cj = c[:, :, None], c[:, None, :]  # [m, k, 1], [m, 1, k]
+    a = (ci - g * cj) * inv_det  # weight of t_i  [m, k, k]
+    b = (cj - g * ci) * inv_det  # weight of t_j
+    proj2 = a * ci + b * cj  # squared norm of the projection of l onto span(t_i, t_j)
+    valid = ok & (a > 0) & (b > 0)
+    score = torch.where(valid, proj2.clamp(0, 1).sqrt(), -1.0).flatten(1)  # [m, k * k]
+    return score.max(dim=1)
 
 
 def parent_latents(true_dict: Tensor, learned_dict: Tensor, parents: Tensor) -> Tensor:

@@ -56,6 +56,14 @@ def test_one_hot_fraction_is_exact():
     assert (n_active == 1).sum() == 300 and (n_active == 3).sum() == 700
 
 
+def test_dictionary_depends_on_dictionary_seed_only():
+    a = composed_sets(10, d=6, generator=1).batch.dictionary
+    assert torch.equal(a, composed_sets(10, d=6, generator=2).batch.dictionary)
+    assert not torch.equal(
+        a, composed_sets(10, d=6, generator=1, dictionary_seed=1).batch.dictionary
+    )
+
+
 def test_deterministic_and_seed_dependent():
     a = composed_sets(50, d=5, generator=7).batch.x
     assert torch.equal(a, composed_sets(50, d=5, generator=7).batch.x)

@@ -147,3 +147,16 @@ def test_hedging_orthogonal_and_oblique():
 def test_hedging_is_nan_for_a_latent_pointing_away():
     got = hedging(E[:3], -E[:1], PARENTS, CHILDREN, torch.tensor([0]))
     assert got.isnan().all()
+
+
+def test_candidate_search_matches_exhaustive_search_on_planted_composites():
+    g = torch.Generator().manual_seed(1)
+    true = F.normalize(torch.randn(80, 32, generator=g), dim=1)
+    planted = F.normalize(true[0:20] + 0.8 * true[20:40], dim=1)  # 20 composites
+    learned = torch.cat(
+        [planted, true[40:60], F.normalize(torch.randn(20, 32, generator=g), dim=1)]
+    )
+    fast, full = composites(true, learned), composites(true, learned, candidates=None)
+    assert torch.equal(fast.is_composite, full.is_composite)
+    assert fast.is_composite[:20].all() and not fast.is_composite[20:40].any()
+    assert torch.equal(fast.pair[:20], torch.stack([torch.arange(20), torch.arange(20, 40)], 1))
