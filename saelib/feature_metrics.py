@@ -211,3 +211,26 @@ def hedging(
     coef = torch.linalg.lstsq(basis, target).solution[..., 0]  # [P, C, 2]
     alpha, beta = coef.unbind(-1)
     return torch.where(alpha > 1e-9, beta / alpha.clamp_min(1e-9), float("nan")).float()
+
+
+def pair_kinds(pair: Tensor, pairs: Tensor, parents: Tensor, children: Tensor) -> list[str]:
+    """Name the relation of each true-feature pair ``pair [m, 2]`` (rows of -1 are skipped):
+
+    ``"co-occurring"`` (a row of ``pairs [K, 2]``), ``"parent-child"``, ``"siblings"``
+    (children of one parent, from ``parents [P]``, ``children [P, C]``), else ``"unrelated"``.
+    Returns one name per row with a pair, in order.
+    """
+    linked = {frozenset(p) for p in pairs.tolist()}
+    family = {frozenset((p, c)) for p, row in zip(parents.tolist(), children.tolist(), strict=True)
+              for c in row}  # fmt: skip
+    sibs = {frozenset((a, b)) for row in children.tolist() for a in row for b in row if a != b}
+    names = []
+    for i, j in pair.tolist():
+        if i < 0:
+            continue
+        key = frozenset((i, j))
+        names.append(
+            "co-occurring" if key in linked else "parent-child" if key in family
+            else "siblings" if key in sibs else "unrelated"
+        )  # fmt: skip
+    return names

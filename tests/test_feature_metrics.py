@@ -13,6 +13,7 @@ from saelib.feature_metrics import (
     composites,
     hedging,
     nearest_neighbour_cos,
+    pair_kinds,
     parent_latents,
 )
 
@@ -160,3 +161,12 @@ def test_candidate_search_matches_exhaustive_search_on_planted_composites():
     assert torch.equal(fast.is_composite, full.is_composite)
     assert fast.is_composite[:20].all() and not fast.is_composite[20:40].any()
     assert torch.equal(fast.pair[:20], torch.stack([torch.arange(20), torch.arange(20, 40)], 1))
+
+
+def test_pair_kinds():
+    pair = torch.tensor([[3, 2], [0, 1], [1, 2], [4, 5], [-1, -1], [0, 5]])
+    got = pair_kinds(pair, torch.tensor([[2, 3]]), torch.tensor([0]), torch.tensor([[1, 4]]))
+    assert got == ["co-occurring", "parent-child", "unrelated", "unrelated", "unrelated"]
+    got = pair_kinds(torch.tensor([[1, 4]]), torch.tensor([[2, 3]]), torch.tensor([0]),
+                     torch.tensor([[1, 4]]))  # fmt: skip
+    assert got == ["siblings"]
