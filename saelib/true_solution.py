@@ -1,0 +1,78 @@
+"""The "true features" solution of an SAE objective, to ask: objective or optimisation?
+
+If an SAE whose decoder *is* the true dictionary (with the best encoder for it) reaches a
+lower training loss than the SAE the optimiser found, the objective prefers the true
+features and the optimiser missed them. If its loss is higher, the objective itself prefers
+what was found (Till's question on Anders et al. 2024, "Sparse autoencoders find composed
+features in small toy models").
+
+    ref = true_feature_sae(SAEConfig(d_in=2, d_sae=4), D, TrainConfig(...), batches)
+    objective(ref, x, lam)["total"]  vs  objective(found, x, lam)["total"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from saelib.saes import SAE, SAEConfig, make_sae
+from saelib.training import TrainConfig, Trainer
+from saelib.validation import require
+
+
+@torch.no_grad()
+def objective(sae: SAE, x: Tensor, sparsity_coeff: float, batch_size: int = 8192) -> dict:
+    """The training objective of ``sae`` on all of ``x [n, d_in]``, in training mode.
+
+    Returns floats ``mse``, ``sparsity`` (before the coefficient) and ``total`` =
+    ``mse + sparsity_coeff * sparsity`` plus any architecture term (Gated's auxiliary loss),
+    each the mean over the rows of ``x`` (chunked, weighted by chunk size). Training mode, so
+    BatchTopK is scored as trained (per-batch top-k), not with its inference threshold.
+    """
+    was_training = sae.training
+    sae.train()
+    device = next(sae.parameters()).device
+    sums: dict[str, float] = {}
+    for chunk in x.split(batch_size):
+        total, terms, _ = sae.loss(chunk.to(device), sparsity_coeff)
+        for name, value in {"total": total, **terms}.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * len(chunk)
+    sae.train(was_training)
+    return {name: value / len(x) for name, value in sums.items()}
+
+
+def sae_with_dictionary(cfg: SAEConfig, dictionary: Tensor) -> SAE:
+    """An SAE built from ``cfg`` whose decoder rows are ``dictionary [d_sae, d_in]`` (unit rows),
+    encoder the decoder's transpose (linear encoders), biases zero."""
+    require(
+        tuple(dictionary.shape) == (cfg.d_sae, cfg.d_in),
+        "dictionary",
+        list(dictionary.shape),
+        f"[d_sae={cfg.d_sae}, d_in={cfg.d_in}]",
+    )
+    sae = make_sae(cfg)
+    with torch.no_grad():
+        sae.W_dec.copy_(dictionary / dictionary.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        if hasattr(sae, "init_encoder_from_decoder_"):
+            sae.init_encoder_from_decoder_()
+    return sae
+
+
+def true_feature_sae(
+    cfg: SAEConfig, dictionary: Tensor, train: TrainConfig, batches: Iterable[Tensor]
+) -> SAE:
+    """The best SAE of architecture ``cfg`` whose decoder is fixed to ``dictionary``.
+
+    The decoder weights are frozen at the true atoms; everything else (encoder, biases,
+    thresholds) is trained on ``batches`` with ``train``'s objective, starting from the
+    encoder = decoder transpose. ``cfg.tied`` is not allowed: a tied encoder would be frozen
+    too. Returns the trained SAE (decoder still equal to ``dictionary``).
+    """
+    require(not cfg.tied, "cfg.tied", cfg.tied, "False (the encoder must be free)")
+    sae = sae_with_dictionary(cfg, dictionary)
+    sae.W_dec.requires_grad_(False)  # Adam skips parameters without a gradient
+    Trainer(sae, train).fit(batches)
+    sae.W_dec.requires_grad_(True)
+    return sae
