@@ -4,7 +4,7 @@ python -m saelib.probing_data build --out DIR
 task = load_task("sentiment_movie", DIR)   # texts, labels [n], groups [n]
 """
 
-from saelib.probing_data.build import FAMILIES, build, default_dir, sample_task
+from saelib.probing_data.builder import FAMILIES, build, default_dir, sample_task
 from saelib.probing_data.load import ProbingTask, available_tasks, load_task
 from saelib.probing_data.sources import SourceUnavailable, cache_dir
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from saelib.probing_data.build import FAMILIES, build, default_dir
+from saelib.probing_data.builder import FAMILIES, build, default_dir
 
 
 def main(argv: list[str] | None = None) -> None:

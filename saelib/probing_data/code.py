@@ -53,8 +53,8 @@ def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
     for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")]
         for name in names:
-            p = Path(folder) / name
-            if p.suffix in suffixes and not name.endswith((".min.js", ".min.css")):
+            if name.endswith(suffixes) and not name.endswith((".min.js", ".min.css")):
+                p = Path(folder, name)
                 if not p.is_symlink():
                     out.append(p)
     return sorted(out)
@@ -103,12 +103,17 @@ def code(chunk_chars: int = 400, per_file: int = 20, budget: int = 6000, seed: i
 
     versions = {"python": sys.version.split()[0], "numpy": numpy.__version__}
     versions["torch"] = torch.__version__
+    owners = None
     for top in sorted(providers):
-        dists = importlib.metadata.packages_distributions().get(top, [top])
         try:
-            versions[top] = f"{dists[0]} {importlib.metadata.version(dists[0])}"
+            versions[top] = f"{top} {importlib.metadata.version(top)}"
         except importlib.metadata.PackageNotFoundError:
-            versions[top] = "unknown"
+            owners = owners or importlib.metadata.packages_distributions()  # slow: seconds
+            dist = owners.get(top, [top])[0]
+            try:
+                versions[top] = f"{dist} {importlib.metadata.version(dist)}"
+            except importlib.metadata.PackageNotFoundError:
+                versions[top] = "unknown"
     record = {"kind": "files-on-disk", "name": "code", "versions": versions}
     tasks = {f"code_{lang}": ({lang}, set(LANGUAGES) - {lang}) for lang in LANGUAGES}
     return Family(items, tasks, [record])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saelib.probing_data.build import default_dir
+from saelib.probing_data.builder import default_dir
 
 
 @dataclass
