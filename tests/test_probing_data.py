@@ -7,7 +7,9 @@ import pytest
 
 from saelib import probing_data
 from saelib.probing_data import builder as build_mod
+from saelib.probing_data.baseline import bow_baseline
 from saelib.probing_data.families import Family, clean_play
+from saelib.probing_data.load import ProbingTask
 
 SMALL = {"family_names": ["code"], "cap": 60, "min_per_class": 10, "verbose": False}
 SMALL_CODE = {"code": {"budget": 80, "per_file": 5}}
@@ -110,3 +112,17 @@ def test_pypi_families_give_at_least_500_per_class_without_shared_groups(family)
         texts = [t for t, _, _ in fam.items]
         assert not any(line.strip() in ("Ham.", "Mar.") for t in texts for line in t.split("\n"))
         assert np.mean(["[" in t for t in texts]) < 0.01
+
+
+def _word_task(learnable: bool, seed=0):
+    rng = np.random.default_rng(seed)
+    words = np.array(["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"])
+    y = np.repeat(rng.integers(0, 2, 80), 5)  # 80 groups of 5
+    texts = [" ".join(rng.choice(words, 6)) + (f" cue{label}" if learnable else "") for label in y]
+    groups = np.repeat(np.arange(80), 5).astype(str)
+    return ProbingTask("toy", texts, y, groups)
+
+
+def test_bow_baseline_learns_a_cue_word_and_not_noise():
+    assert bow_baseline(_word_task(True))["test_auc"] > 0.99
+    assert abs(bow_baseline(_word_task(False))["test_auc"] - 0.5) < 0.15
