@@ -126,3 +126,17 @@ def _word_task(learnable: bool, seed=0):
 def test_bow_baseline_learns_a_cue_word_and_not_noise():
     assert bow_baseline(_word_task(True))["test_auc"] > 0.99
     assert abs(bow_baseline(_word_task(False))["test_auc"] - 0.5) < 0.15
+
+
+def test_debian_families_build_or_skip_clearly(tmp_path):
+    """Optional sources: a tiny build twice is identical; without apt the family is skipped."""
+    settings = {"fortunes": {"per_language": 15}}
+    kw = {"cap": 40, "min_per_class": 10, "verbose": False, "family_kwargs": settings}
+    a = probing_data.build(tmp_path / "a", ["fortunes", "wordnet"], **kw)
+    if a["skipped"]:
+        assert set(a["skipped"]) <= {"fortunes", "wordnet"}
+        assert all(reason for reason in a["skipped"].values())
+    if "fortunes" in a["skipped"] and "wordnet" in a["skipped"]:
+        pytest.skip(f"Debian sources unavailable: {a['skipped']}")
+    b = probing_data.build(tmp_path / "b", ["fortunes", "wordnet"], **kw)
+    assert _hashes(a) == _hashes(b) and len(a["tasks"]) >= 6

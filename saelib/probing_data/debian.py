@@ -7,6 +7,7 @@ cannot be had (not Debian, offline); the builder then skips its tasks and says s
 from __future__ import annotations
 
 import random
+from importlib.metadata import version
 from pathlib import Path
 
 from saelib.probing_data.families import Family
@@ -47,7 +48,8 @@ def fortunes(per_language: int = 2000, seed: int = 0, min_chars: int = 40) -> Fa
     except ImportError as err:
         raise SourceUnavailable("fortune languages need the langdetect package") from err
     DetectorFactory.seed = 0
-    items, records = [], []
+    items = []
+    records = [{"kind": "pypi", "project": "langdetect", "version": version("langdetect")}]
     for lang, package in FORTUNES.items():
         root, record = fetch_deb(package)
         records.append(record)
