@@ -163,6 +163,15 @@ def load_hf(name: str = SMOLLM2, dtype: torch.dtype = torch.float32):
     return model.eval(), tokenizer
 
 
+def load_tokenizer(name: str = SMOLLM2):
+    """The tokenizer of ``name`` alone (for SmolLM2, from the cached folder)."""
+    from transformers import AutoTokenizer
+
+    source = str(_smollm2_folder()) if name == SMOLLM2 else name
+    with _quiet_transformers():
+        return AutoTokenizer.from_pretrained(source)
+
+
 def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool | None = None):
     """Wrap a loaded HF causal LM in a ``TransformerBridge``; returns a :class:`LanguageModel`.
 
