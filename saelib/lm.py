@@ -19,6 +19,7 @@ import importlib.util
 import io
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +105,18 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def _transformers():
+    """The transformers module, imported without tqdm.auto's ipywidgets warning in a kernel."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import transformers
+    return transformers
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
     """No progress bars or info logs from transformers (they go to stderr)."""
-    from transformers.utils import logging as hf_logging
+    hf_logging = _transformers().utils.logging
 
     bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
@@ -122,13 +131,17 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def _auto_classes():
+    t = _transformers()
+    return t.AutoModelForCausalLM, t.AutoTokenizer
+
+
 def _smollm2_folder(progress: bool = False) -> Path:
     """The dequantised SmolLM2 as a Hugging Face folder in the cache, made on first use."""
     folder = cache_dir() / "models" / SMOLLM2
     if (folder / "complete").is_file():
         return folder
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    AutoModelForCausalLM, AutoTokenizer = _auto_classes()
     gguf = smollm2_gguf()
     tmp = folder.with_name(folder.name + ".tmp")
     with _quiet_transformers():
@@ -152,8 +165,7 @@ def _smollm2_folder(progress: bool = False) -> Path:
 
 def load_hf(name: str = SMOLLM2, dtype: torch.dtype = torch.float32):
     """The Hugging Face model (eager attention, eval mode) and tokenizer behind ``name``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    AutoModelForCausalLM, AutoTokenizer = _auto_classes()
     source = str(_smollm2_folder()) if name == SMOLLM2 else name
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -165,8 +177,7 @@ def load_hf(name: str = SMOLLM2, dtype: torch.dtype = torch.float32):
 
 def load_tokenizer(name: str = SMOLLM2):
     """The tokenizer of ``name`` alone (for SmolLM2, from the cached folder)."""
-    from transformers import AutoTokenizer
-
+    _, AutoTokenizer = _auto_classes()
     source = str(_smollm2_folder()) if name == SMOLLM2 else name
     with _quiet_transformers():
         return AutoTokenizer.from_pretrained(source)
@@ -179,7 +190,10 @@ def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool 
     bridge reloads it. ``prepend_bos`` defaults to False for Llama-family models
     (SmolLM2 was trained without BOS), True otherwise (GPT-2, Pythia).
     """
-    from transformer_lens.model_bridge import TransformerBridge
+    with warnings.catch_warnings():
+        # transformer_lens imports tqdm.auto, which warns in a kernel without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from transformer_lens.model_bridge import TransformerBridge
 
     bridge = TransformerBridge.boot_transformers(
         tokenizer.name_or_path, hf_model=hf_model, tokenizer=tokenizer, device=device
