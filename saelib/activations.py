@@ -129,7 +129,8 @@ def harvest(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if directory is None:
-        settings = {k: manifest[k] for k in ("n_seq", "n_ctx", "dtype", "skip_first")}
+        keys = ("n_seq", "n_ctx", "dtype", "skip_first", "seqs_per_shard")
+        settings = {k: manifest[k] for k in keys}
         directory = default_directory(lm.name, hooks, corpus_sha256, **settings)
     directory = Path(directory)
     path = directory / "manifest.json"

@@ -90,6 +90,15 @@ def test_interrupted_harvest_resumes_to_the_same_cache(tiny_lm, tokens, tmp_path
     assert resumed.manifest["n_tokens"] == whole.manifest["n_tokens"]
 
 
+def test_default_directory_is_keyed_by_settings(tiny_lm, tokens, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAELIB_CACHE", str(tmp_path))
+    a = harvest(tiny_lm, tokens, None)
+    b = harvest(tiny_lm, tokens, None, rows_per_shard=32)
+    c = harvest(tiny_lm, tokens, None)
+    assert a.directory != b.directory and a.directory == c.directory
+    assert a.directory.parent == tmp_path / "activations"
+
+
 def test_mismatched_cache_is_refused(tiny_lm, tokens, tmp_path):
     harvest(tiny_lm, tokens, tmp_path)
     with pytest.raises(ValueError, match="corpus_sha256: cached 'abc', wanted 'xyz'"):
