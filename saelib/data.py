@@ -75,17 +75,24 @@ class ShardedBatches:
 
     Each pass visits the shards in order and shuffles rows within a shard (seeded by
     ``seed``, pass and shard), so memory stays at one shard whatever the dataset size.
+    A shard's last partial batch is dropped; a shard smaller than ``batch_size`` gives no
+    batch. ``dtype`` converts the rows (e.g. float16 shards to float32 batches).
     """
 
     def __init__(
-        self, paths: Iterable[str | Path], batch_size: int, seed: int = 0, key: str = "activations"
+        self,
+        paths: Iterable[str | Path],
+        batch_size: int,
+        seed: int = 0,
+        key: str = "activations",
+        dtype: torch.dtype | None = None,
     ):
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("paths must name at least one shard, got none")
-        self.key, self.seed = key, seed
+        self.key, self.seed, self.dtype = key, seed, dtype
         self.rows = [self._n_rows(p) for p in self.paths]
-        _check_batch_size(batch_size, min(self.rows))
+        _check_batch_size(batch_size, max(self.rows))
         self.batch_size = batch_size
         self.per_shard = [r // batch_size for r in self.rows]
         self.per_pass = sum(self.per_shard)
@@ -108,6 +115,8 @@ class ShardedBatches:
                     continue
                 with safe_open(path, framework="pt") as f:
                     x = f.get_tensor(self.key)
+                if self.dtype is not None:
+                    x = x.to(self.dtype)
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + p * 10_007 + s)
                 order = torch.randperm(x.shape[0], generator=g)
                 for i in range(offset, self.per_shard[s]):

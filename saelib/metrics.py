@@ -298,3 +298,23 @@ def mcc(true_codes: Tensor, learned_codes: Tensor) -> MCCResult:
     corr = (a.T @ b).abs().clamp_(max=1.0)  # [n_true, n_learned]
     per_feature, assignment = _hungarian(corr)
     return MCCResult(per_feature.mean().item(), per_feature, assignment)
+
+
+# ---------------------------------------------------------------- downstream loss
+
+
+def ce_loss_recovered(clean: float, spliced: float, ablated: float) -> float:
+    """Fraction of the loss gap closed by a reconstruction: ``(L_abl - L_spl) / (L_abl - L_clean)``.
+
+    ``clean`` is the model's next-token loss, ``spliced`` the loss with the SAE's
+    reconstruction spliced in at one hook, ``ablated`` the loss with that activation
+    zero- or mean-ablated. 1: as good as the clean model; 0: as bad as the ablation;
+    negative: worse than the ablation (see :mod:`saelib.splice`).
+    """
+    gap = ablated - clean
+    if gap == 0:
+        raise ValueError(
+            "ablated loss equals clean loss: the ablation does not change the model, so "
+            "ce_loss_recovered is undefined"
+        )
+    return (ablated - spliced) / gap

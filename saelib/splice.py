@@ -1,0 +1,131 @@
+"""Downstream loss of an SAE: splice its reconstruction into the model and measure next-token loss.
+
+    losses = spliced_losses(lm, tokens, "blocks.6.hook_resid_post", sae_reconstruction(sae))
+    losses["delta_loss"], losses["ce_loss_recovered"]
+
+At the hook, the activation ``x [batch, seq, d_model]`` is replaced by ``x_hat`` (from
+position ``skip_first`` on) and the forward continues. Three losses over the same tokens:
+clean (no change), spliced, and ablated (the activation set to zero, or to its mean), give
+
+    delta_loss        = L_spliced - L_clean
+    ce_loss_recovered = (L_ablated - L_spliced) / (L_ablated - L_clean)
+
+(1 for a perfect reconstruction, 0 for one as bad as the ablation; see
+:func:`saelib.metrics.ce_loss_recovered`). The loss is the mean next-token cross-entropy
+over every predicted position (``n_seq * (n_ctx - 1)`` of them), summed in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from saelib import metrics
+from saelib.lm import LanguageModel
+
+Reconstruct = Callable[[Tensor], Tensor]  # x [n, d_model] -> x_hat [n, d_model]
+ABLATIONS = ("zero", "mean")
+
+
+def sae_reconstruction(sae) -> Reconstruct:
+    """``x -> sae(x).x_hat`` in inference mode, on the SAE's device and dtype."""
+    param = next(sae.parameters())
+
+    def reconstruct(x: Tensor) -> Tensor:
+        was_training = sae.training
+        sae.eval()
+        x_hat = sae(x.to(param.device, param.dtype)).x_hat
+        sae.train(was_training)
+        return x_hat.to(x.device, x.dtype)
+
+    return reconstruct
+
+
+@torch.no_grad()
+def next_token_loss(
+    lm: LanguageModel,
+    tokens: Tensor,
+    hook: str | None = None,
+    reconstruct: Reconstruct | None = None,
+    *,
+    skip_first: int = 0,
+    batch_size: int = 8,
+) -> float:
+    """Mean next-token cross-entropy on ``tokens [n_seq, n_ctx]``, optionally spliced.
+
+    With ``hook`` and ``reconstruct``, the activation at ``hook`` (positions
+    ``skip_first:`` of every sequence, flattened to ``[n, d_model]``) is replaced by
+    ``reconstruct(x)`` before the forward continues.
+    """
+    if (hook is None) != (reconstruct is None):
+        raise ValueError("hook and reconstruct must be given together (or neither)")
+    if tokens.dim() != 2 or tokens.shape[1] < 2:
+        raise ValueError(f"tokens must have shape [n_seq, n_ctx >= 2], got {list(tokens.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if hook is not None and hook not in lm.bridge.hook_dict:
+        raise ValueError(f"hook {hook!r} is not a hook of {lm.name}")
+
+    def splice(act: Tensor, hook) -> Tensor:  # act [batch, seq, d_model]
+        tail = act[:, skip_first:]
+        x_hat = reconstruct(tail.reshape(-1, act.shape[-1])).reshape(tail.shape)
+        return torch.cat([act[:, :skip_first], x_hat.to(act.dtype)], dim=1)
+
+    hooks = [] if hook is None else [(hook, splice)]
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for seqs in tokens.split(batch_size):
+        seqs = seqs.to(lm.device)
+        logits = lm.bridge.run_with_hooks(seqs, return_type="logits", fwd_hooks=hooks)
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+            seqs[:, 1:].reshape(-1),
+            reduction="sum",
+        )
+        total += loss.double().cpu()
+        count += seqs[:, 1:].numel()
+    return (total / count).item()
+
+
+def spliced_losses(
+    lm: LanguageModel,
+    tokens: Tensor,
+    hook: str,
+    reconstruct: Reconstruct,
+    *,
+    ablation: str = "zero",
+    mean: Tensor | None = None,
+    clean: float | None = None,
+    ablated: float | None = None,
+    skip_first: int = 0,
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Clean, spliced and ablated loss, ``delta_loss`` and ``ce_loss_recovered``.
+
+    ``ablation`` is ``zero`` or ``mean`` (then ``mean [d_model]`` is the activation mean).
+    Pass ``clean`` and ``ablated`` from an earlier call to skip recomputing them when
+    scoring several SAEs at one hook on the same tokens.
+    """
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {list(ABLATIONS)}, got {ablation!r}")
+    if ablation == "mean" and mean is None:
+        raise ValueError("ablation='mean' needs mean, the activation mean [d_model]")
+    kw = dict(skip_first=skip_first, batch_size=batch_size)
+    if clean is None:
+        clean = next_token_loss(lm, tokens, **kw)
+    if ablated is None:
+        if ablation == "zero":
+            ablate = torch.zeros_like
+        else:
+            ablate = lambda x: mean.to(x.device, x.dtype).expand_as(x)  # noqa: E731
+        ablated = next_token_loss(lm, tokens, hook, ablate, **kw)
+    spliced = next_token_loss(lm, tokens, hook, reconstruct, **kw)
+    return {
+        "clean_loss": clean,
+        "spliced_loss": spliced,
+        "ablated_loss": ablated,
+        "delta_loss": spliced - clean,
+        "ce_loss_recovered": metrics.ce_loss_recovered(clean, spliced, ablated),
+    }

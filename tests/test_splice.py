@@ -1,0 +1,120 @@
+"""Splicing a reconstruction into the model: the loss measurements on a tiny Llama."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saelib import metrics
+from saelib.lm import resid_hook
+from saelib.saes import SAEConfig, make_sae
+from saelib.splice import next_token_loss, sae_reconstruction, spliced_losses
+
+HOOK = resid_hook(1)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return torch.randint(0, 64, (6, 12), generator=torch.Generator().manual_seed(1))
+
+
+def hf_loss(hf, tokens, layer=None, fn=None):
+    """Mean next-token loss of the plain HF model, its layer output replaced by ``fn``."""
+    handles = []
+    if fn is not None:
+
+        def hook(module, args, out):
+            if isinstance(out, tuple):
+                return (fn(out[0]), *out[1:])
+            return fn(out)
+
+        handles.append(hf.model.layers[layer].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            logits = hf(tokens).logits.double()
+    finally:
+        for h in handles:
+            h.remove()
+    return F.cross_entropy(logits[:, :-1].reshape(-1, 64), tokens[:, 1:].reshape(-1)).item()
+
+
+def test_clean_loss_matches_hf(tiny_lm, tokens):
+    model, hf = tiny_lm
+    assert next_token_loss(model, tokens, batch_size=4) == pytest.approx(hf_loss(hf, tokens), 1e-6)
+
+
+def test_splice_matches_hf_forward_hook(tiny_lm, tokens):
+    model, hf = tiny_lm
+    w = torch.randn(32, 32, generator=torch.Generator().manual_seed(2)) / 32**0.5
+    fn = lambda x: x @ w + 0.1  # noqa: E731  any function of the activation
+    ours = next_token_loss(model, tokens, HOOK, fn, batch_size=4)
+    assert ours == pytest.approx(hf_loss(hf, tokens, 1, fn), rel=1e-5)
+    assert abs(ours - next_token_loss(model, tokens)) > 1e-3  # the splice did change it
+
+
+def test_identity_gives_zero_delta_and_full_recovery(tiny_lm, tokens):
+    model, _ = tiny_lm
+    out = spliced_losses(model, tokens, HOOK, lambda x: x.clone())
+    assert out["delta_loss"] == 0.0
+    assert out["ce_loss_recovered"] == 1.0
+    assert out["ablated_loss"] > out["clean_loss"]
+
+
+def test_zero_reconstruction_equals_zero_ablation(tiny_lm, tokens):
+    model, hf = tiny_lm
+    out = spliced_losses(model, tokens, HOOK, torch.zeros_like)
+    assert out["spliced_loss"] == out["ablated_loss"] and out["ce_loss_recovered"] == 0.0
+    assert out["ablated_loss"] == pytest.approx(hf_loss(hf, tokens, 1, torch.zeros_like), 1e-5)
+
+
+def test_mean_ablation_and_skip_first(tiny_lm, tokens):
+    model, hf = tiny_lm
+    mean = torch.randn(32, generator=torch.Generator().manual_seed(3))
+    out = spliced_losses(
+        model, tokens, HOOK, lambda x: mean.expand_as(x), ablation="mean", mean=mean
+    )
+    assert out["spliced_loss"] == out["ablated_loss"]
+    # skip_first keeps position 0 clean: the same as an HF hook replacing positions 1:
+    kept = next_token_loss(model, tokens, HOOK, torch.zeros_like, skip_first=1)
+
+    def zero_tail(x):
+        return torch.cat([x[:, :1], torch.zeros_like(x[:, 1:])], dim=1)
+
+    assert kept == pytest.approx(hf_loss(hf, tokens, 1, zero_tail), rel=1e-5)
+
+
+def test_sae_reconstruction_in_eval_mode(tiny_lm, tokens):
+    model, _ = tiny_lm
+    sae = make_sae(SAEConfig(d_in=32, d_sae=64, architecture="batchtopk", k=4))
+    sae.train()
+    x = torch.randn(10, 32)
+    rec = sae_reconstruction(sae)
+    sae.eval()
+    expected = sae(x).x_hat
+    sae.train()
+    torch.testing.assert_close(rec(x), expected)
+    assert sae.training  # mode restored
+    out = spliced_losses(model, tokens, HOOK, rec)
+    assert out["spliced_loss"] != out["clean_loss"]
+
+
+def test_ce_loss_recovered_formula():
+    assert metrics.ce_loss_recovered(2.0, 2.5, 4.0) == pytest.approx(0.75)
+    assert metrics.ce_loss_recovered(2.0, 5.0, 4.0) == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="ablated loss equals clean loss"):
+        metrics.ce_loss_recovered(2.0, 2.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(ablation="resample"), r"ablation must be one of \['zero', 'mean'\]"),
+        (dict(ablation="mean"), "ablation='mean' needs mean"),
+        (dict(hook="blocks.7.hook_resid_post"), "is not a hook of tiny-llama"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_input(tiny_lm, tokens, kwargs, match):
+    model, _ = tiny_lm
+    args = dict(hook=HOOK, reconstruct=torch.zeros_like) | kwargs
+    with pytest.raises(ValueError, match=match):
+        spliced_losses(model, tokens, **args)
