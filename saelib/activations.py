@@ -30,22 +30,15 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from saelib.data import ShardedBatches
-from saelib.lm import LanguageModel, cache_dir, hook_layer
+from saelib.lm import LanguageModel, hook_layer
 from saelib.progress import progress_bar
+from saelib.sources import cache_dir, sha256_file
 
 _FORMAT = 1
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # settings that must match for a cache to be reused or resumed
 _KEY_FIELDS = ("format", "model", "hooks", "corpus_sha256", "n_seq", "n_ctx", "skip_first")
 _KEY_FIELDS += ("dtype", "d_model", "seqs_per_shard")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -181,7 +174,7 @@ def _write_shard(directory: Path, manifest: dict, hook: str, i: int, x: Tensor) 
     tmp = directory / f"{name}.tmp"
     save_file({"activations": x.contiguous()}, tmp)
     os.replace(tmp, directory / name)
-    entry = {"file": name, "rows": x.shape[0], "sha256": _sha256_file(directory / name)}
+    entry = {"file": name, "rows": x.shape[0], "sha256": sha256_file(directory / name)}
     manifest["shards"][hook].append(entry)
 
 
@@ -271,7 +264,7 @@ def _verify_shards(directory: Path, manifest: dict) -> None:
                     f"activation cache {directory} is corrupted: shard {shard['file']} of "
                     f"{hook} is missing; delete the folder to harvest again"
                 )
-            if _sha256_file(path) != shard["sha256"]:
+            if sha256_file(path) != shard["sha256"]:
                 raise ValueError(
                     f"activation cache {directory} is corrupted: shard {shard['file']} does "
                     f"not match its sha256 in the manifest; delete the folder to harvest again"

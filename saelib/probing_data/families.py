@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saelib.probing_data.sources import fetch_sdist
+from saelib.sources import fetch_sdist
 
 
 @dataclass
