@@ -66,7 +66,7 @@ def saelib_stepper(a):
     import torch
 
     from saelib.saes import SAEConfig, make_sae
-    from saelib.training import Trainer, TrainConfig
+    from saelib.training import TrainConfig, Trainer
 
     topk = a["arch"] == "topk"
     cfg = SAEConfig(
@@ -293,21 +293,17 @@ def main() -> None:
                      ("sl_topk_dense", "sl_topk_sparse")), key=lambda x: x["tokens_per_s"],
                 )  # fmt: skip
                 fastest_sl_topk = best["saelens_sparse"]
-            print(
-                f"  {name:15s} {r['tokens_per_s']:8.0f} tok/s  peak {r['peak_rss_bytes'] / 2**30:.2f}"
-                f" GiB  (load {load:.1f})",
-                flush=True,
-            )
-    text = summarise(results)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
-        write_markdown(results, Path(args.out).with_suffix(".md"))
+            if args.out:  # after every row, so an interrupted run keeps what it measured
+                save(results, Path(args.out))
+            gib = r["peak_rss_bytes"] / 2**30
+            print(f"  {name:15s} {r['tokens_per_s']:8.0f} tok/s  peak {gib:.2f} GiB", flush=True)
+    print(table(results))
 
 
-def summarise(results: dict) -> str:
-    return table(results)
+def save(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    write_markdown(results, out.with_suffix(".md"))
 
 
 def _row(results, d_sae, case):
@@ -328,6 +324,8 @@ def table(results: dict) -> str:
         ("ReLU/L1", "relu_l1", ["sl_relu_l1"]),
     ]
     for d_sae in results["settings"]["d_sae"]:
+        if str(d_sae) not in results["ceiling"]:
+            continue
         limit = results["ceiling"][str(d_sae)]["gflops"] * 1e9 / (2 * d_in * d_sae)
         for label, ours, theirs in pairs:
             mine = _row(results, d_sae, ours)
@@ -352,7 +350,7 @@ def table(results: dict) -> str:
 def write_markdown(results: dict, path: Path) -> None:
     m, s = results["machine"], results["settings"]
     ceil = ", ".join(
-        f"{float(c['gflops']):.0f} GFLOP/s (d_sae {int(d):,})" for d, c in results["ceiling"].items()
+        f"{c['gflops']:.0f} GFLOP/s (d_sae {int(d):,})" for d, c in results["ceiling"].items()
     )
     other = [r for r in results["rows"] if r["case"] in ("sl_topk_dense", "sl_topk_sparse")]
     modes = "; ".join(
@@ -371,7 +369,43 @@ product): {ceil}. "limit" is that ceiling over the encoder's 2 d_in d_sae FLOP p
 SAELens TopK modes: {modes}. Load average before the runs: {min(loads):.1f} to
 {max(loads):.1f} (other jobs shared the machine when it is above ~0.5).
 """
-    path.write_text(text)
+    path.write_text(text + targets(results))
+
+
+def targets(results: dict) -> str:
+    """The issue's targets, checked on these numbers (met / not met, never asserted)."""
+    lines = ["", "| target | measured | met |", "|---|---:|:-:|"]
+    for d_sae in results["settings"]["d_sae"]:
+        get = {c: _row(results, d_sae, c) for c in CASES}
+        sl_topk = [get[c] for c in ("sl_topk_dense", "sl_topk_sparse") if get[c]]
+        if get["topk"] and sl_topk:
+            ratio = get["topk"]["tokens_per_s"] / max(r["tokens_per_s"] for r in sl_topk)
+            lines.append(_target(f"TopK d_sae {d_sae:,}: >= 3x SAELens's fastest", ratio, 3))
+        if get["topk"] and get["topk_auxk"]:
+            over = get["topk"]["tokens_per_s"] / get["topk_auxk"]["tokens_per_s"] - 1
+            lines.append(
+                f"| aux-k d_sae {d_sae:,}: <= 10% slower than TopK | {over:.0%} "
+                f"| {'yes' if over <= 0.10 else 'no'} |"
+            )
+        if get["relu_l1"] and get["sl_relu_l1"]:
+            ratio = get["relu_l1"]["tokens_per_s"] / get["sl_relu_l1"]["tokens_per_s"]
+            lines.append(_target(f"ReLU/L1 d_sae {d_sae:,}: >= 1.5x SAELens", ratio, 1.5))
+        pairs = [("topk", sl_topk), ("topk_auxk", [get["sl_topk_auxk"]]),
+                 ("relu_l1", [get["sl_relu_l1"]])]  # fmt: skip
+        for ours, theirs in pairs:
+            theirs = [r for r in theirs if r]
+            if get[ours] and theirs:
+                mine, other = get[ours]["peak_rss_bytes"], min(r["peak_rss_bytes"] for r in theirs)
+                met = "yes" if mine <= other else "no"
+                lines.append(
+                    f"| {ours} d_sae {d_sae:,}: peak memory <= SAELens's | "
+                    f"{mine / 2**30:.2f} / {other / 2**30:.2f} GiB | {met} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _target(label: str, ratio: float, goal: float) -> str:
+    return f"| {label} | {ratio:.2f}x | {'yes' if ratio >= goal else 'no'} |"
 
 
 if __name__ == "__main__":

@@ -54,7 +54,10 @@ def test_sparse_path_equals_dense_twin(arch, dtype, device, kw):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
-def test_sparse_loss_and_aux_k_equal_dense(arch, device):
+@pytest.mark.parametrize("aux_path", ["sparse entries", "dense dead columns"])
+def test_sparse_loss_and_aux_k_equal_dense(arch, device, aux_path, monkeypatch):
+    density = 0 if aux_path == "sparse entries" else 10**9
+    monkeypatch.setattr("saelib.saes.topk.DENSE_AUX_DENSITY", density)
     sae = perturbed_sae(arch, torch.float64, device)
     x = torch.randn(BATCH, D_IN, dtype=torch.float64, device=device)
     for n_dead, k_aux in [(0, 5), (3, 5), (17, 5), (D_SAE, 7)]:

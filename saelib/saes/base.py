@@ -274,7 +274,7 @@ class _Affine(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x_in, W_enc = ctx.saved_tensors
-        need_x, need_b_dec, need_W, need_b = ctx.needs_input_grad
+        need_x, need_b_dec, need_W, need_b = ctx.needs_input_grad[-4:]
         grad_x = grad_b_dec = grad_W = grad_b = None
         if need_W:
             grad_W = x_in.T @ g  # [d_in, d_sae]

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from saelib import losses
 from saelib.saes import sparse
-from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEConfig, SAEOutput
+from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEConfig, SAEOutput, _Affine
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
@@ -87,6 +87,8 @@ class TopKSAE(LinearEncoderSAE):
         if n_dead == 0:
             return pre_acts.new_zeros(())
         k = min(k_aux, n_dead)
+        if k * DENSE_AUX_DENSITY >= n_dead:
+            return self._aux_k_dead_columns(x, residual, pre_acts, dead_idx, k)
         with torch.no_grad():
             dead_pre = pre_acts if n_dead == dead.numel() else pre_acts.index_select(1, dead_idx)
             idx = dead_pre.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values
@@ -95,6 +97,40 @@ class TopKSAE(LinearEncoderSAE):
         codes = sparse.make_codes(rows, cols, None, tuple(pre_acts.shape))
         vals = self._gather(pre_acts, codes, x)
         return losses.mse(residual, sparse.decode(vals, codes, self.W_dec))
+
+
+    def _aux_k_dead_columns(
+        self, x: Tensor, residual: Tensor, pre_acts: Tensor, dead_idx: Tensor, k: int
+    ) -> Tensor:
+        """Aux-k with dense products over the dead latents' columns only.
+
+        When ``k`` is a sizeable fraction of the dead latents, four GEMMs of
+        ``batch x d_in x n_dead`` beat sparse ops on ``batch * k`` entries.
+        """
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        W_enc_d, b_enc_d = self.W_enc.index_select(1, dead_idx), self.b_enc[dead_idx]
+        given = pre_acts.detach().index_select(1, dead_idx)  # [batch, n_dead]
+        pre_d = _AffineGiven.apply(given, x, b_dec, W_enc_d, b_enc_d)  # same values
+        idx = given.topk(k, dim=-1, sorted=False).indices  # [batch, k]
+        codes = torch.zeros_like(given).scatter(-1, idx, pre_d.gather(-1, idx).relu())
+        return losses.mse(residual, codes @ self.W_dec.index_select(0, dead_idx))
+
+
+# Aux-k goes dense over the dead columns when k_aux >= n_dead / DENSE_AUX_DENSITY.
+DENSE_AUX_DENSITY = 64
+
+
+class _AffineGiven(_Affine):
+    """``_Affine`` whose forward value is given (already computed): only the backward."""
+
+    @staticmethod
+    def forward(ctx, given, x, b_dec, W_enc, b_enc):
+        ctx.save_for_backward(x if b_dec is None else x - b_dec, W_enc)
+        return given.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, *_Affine.backward(ctx, g)
 
 
 class BatchTopKSAE(TopKSAE):
