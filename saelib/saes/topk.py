@@ -98,7 +98,6 @@ class TopKSAE(LinearEncoderSAE):
         vals = self._gather(pre_acts, codes, x)
         return losses.mse(residual, sparse.decode(vals, codes, self.W_dec))
 
-
     def _aux_k_dead_columns(
         self, x: Tensor, residual: Tensor, pre_acts: Tensor, dead_idx: Tensor, k: int
     ) -> Tensor:
