@@ -107,12 +107,13 @@ class TopKSAE(LinearEncoderSAE):
         ``batch x d_in x n_dead`` beat sparse ops on ``batch * k`` entries.
         """
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        W_enc_d, b_enc_d = self.W_enc.index_select(1, dead_idx), self.b_enc[dead_idx]
+        W_enc_d = sparse.select_unique(self.W_enc, 1, dead_idx)  # [d_in, n_dead]
+        b_enc_d = sparse.select_unique(self.b_enc, 0, dead_idx)
         given = pre_acts.detach().index_select(1, dead_idx)  # [batch, n_dead]
         pre_d = _AffineGiven.apply(given, x, b_dec, W_enc_d, b_enc_d)  # same values
         idx = given.topk(k, dim=-1, sorted=False).indices  # [batch, k]
         codes = torch.zeros_like(given).scatter(-1, idx, pre_d.gather(-1, idx).relu())
-        return losses.mse(residual, codes @ self.W_dec.index_select(0, dead_idx))
+        return losses.mse(residual, codes @ sparse.select_unique(self.W_dec, 0, dead_idx))
 
 
 # Aux-k goes dense over the dead columns when k_aux >= n_dead / DENSE_AUX_DENSITY.
