@@ -260,7 +260,8 @@ class Trainer:
             sae.normalize_decoder_()
         sae.update_statistics(out)
 
-        fired = (out.f > 0).any(0) if out.codes is None else out.codes.fired()
+        # max over the batch > 0: one read of f, no [batch, d_sae] mask
+        fired = out.f.amax(0) > 0 if out.codes is None else out.codes.fired()
         self.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)
         self.tokens_seen += x.shape[0]
         self.step += 1

@@ -288,8 +288,19 @@ class _Affine(torch.autograd.Function):
         return grad_x, grad_b_dec, grad_W, grad_b
 
 
-def penalty(name: str, f: Tensor, W_dec: Tensor, tanh_scale: float) -> Tensor:
-    """The L1-family sparsity penalty named by ``SAEConfig.sparsity_penalty``."""
+def penalty(
+    name: str, f: Tensor, W_dec: Tensor, tanh_scale: float, nonnegative: bool = False
+) -> Tensor:
+    """The L1-family sparsity penalty named by ``SAEConfig.sparsity_penalty``.
+
+    ``nonnegative``: f >= 0 by construction (ReLU), so |f| = f and the L1 terms are plain
+    sums, whose backward is a broadcast instead of two passes over ``[batch, d_sae]``.
+    """
+    if nonnegative and name in ("l1", "l1_dec_norm"):
+        per_latent = f.sum(0)  # [d_sae]
+        weights = W_dec.norm(dim=-1) if name == "l1_dec_norm" else None
+        total = per_latent.sum() if weights is None else per_latent @ weights
+        return total / f.shape[0]
     if name == "l1":
         return losses.l1(f)
     if name == "l1_dec_norm":
