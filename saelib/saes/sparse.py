@@ -55,8 +55,9 @@ class SparseCodes(NamedTuple):
 
     def fired(self) -> Tensor:
         """Bool ``[d_sae]``: latents with a positive code in some sample."""
-        out = torch.zeros(self.shape[1], dtype=torch.bool, device=self.vals.device)
-        return out.index_fill_(0, self.cols[self.vals > 0], True)
+        positive = (self.vals > 0).to(torch.uint8)  # no boolean indexing: no host sync
+        out = torch.zeros(self.shape[1], dtype=torch.uint8, device=self.vals.device)
+        return out.scatter_reduce_(0, self.cols, positive, "amax").bool()
 
     def l0(self) -> Tensor:
         """Mean number of positive codes per sample (a scalar tensor, no host sync)."""
