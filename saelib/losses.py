@@ -27,7 +27,9 @@ def decoder_weighted_l1(f: Tensor, W_dec: Tensor) -> Tensor:
     Weighting by the atom norm makes the penalty invariant to moving scale between
     encoder and decoder, so the decoder needs no norm constraint.
     """
-    return (f.abs() * W_dec.norm(dim=-1)).sum(-1).mean()
+    # Summed over the batch first: one pass over f, no [batch, d_sae] product.
+    per_latent = f.abs().sum(0) if f.dim() == 2 else f.abs().flatten(0, -2).sum(0)
+    return per_latent @ W_dec.norm(dim=-1) / (f.numel() // f.shape[-1])
 
 
 def tanh_penalty(f: Tensor, W_dec: Tensor, scale: float = 4.0) -> Tensor:

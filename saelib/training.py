@@ -32,6 +32,7 @@ from saelib.initialisation import b_dec_init
 from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
 from saelib.saes.base import LinearEncoderSAE
+from saelib.saes.topk import TopKSAE
 
 BDecInit = Literal["zeros", "mean", "geometric_median"]
 
@@ -68,6 +69,9 @@ class TrainConfig:
     """Weight of the aux-k loss."""
     dead_after_tokens: int = 10_000_000
     """A latent is dead after this many training tokens without firing (Gao et al.: 10M)."""
+    sparse_topk: bool = True
+    """TopK/BatchTopK: train on the sparse path (saelib.saes.sparse: same values and
+    gradients, only the encoder product dense); False forces the eager dense twin."""
     orthogonality_coeff: float = 0.0
     """Weight of the decoder nearest-neighbour cosine penalty (Till 2024)."""
     orthogonality_power: float = 1.0
@@ -158,8 +162,11 @@ class Trainer:
             )
         self.cfg = cfg
         self.sae = sae.to(cfg.device)
+        # One fused kernel for all parameters (CPU and CUDA): about 4x faster than the
+        # per-parameter loop on CPU, same update up to rounding.
+        fused = torch.device(cfg.device).type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(
-            self.sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+            self.sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused
         )
         self.step = 0
         self.tokens_seen = 0
@@ -228,11 +235,15 @@ class Trainer:
             group["lr"] = cfg.lr_at(self.step)
         lam = cfg.sparsity_coeff_at(self.step)
 
-        total, terms, out = sae.loss(x, lam)
+        use_sparse = cfg.sparse_topk and isinstance(sae, TopKSAE) and sae.training
+        total, terms, out = sae.sparse_loss(x, lam) if use_sparse else sae.loss(x, lam)
         dead = self.tokens_since_fired >= cfg.dead_after_tokens
         if cfg.aux_k is not None:
             residual = (x - out.x_hat).detach()
-            terms["aux_k"] = losses.aux_k(residual, out.pre_acts, dead, sae.W_dec, cfg.aux_k)
+            if out.codes is not None:
+                terms["aux_k"] = sae.sparse_aux_k(x, residual, out.pre_acts, dead, cfg.aux_k)
+            else:
+                terms["aux_k"] = losses.aux_k(residual, out.pre_acts, dead, sae.W_dec, cfg.aux_k)
             total = total + cfg.aux_k_coeff * terms["aux_k"]
         if cfg.orthogonality_coeff > 0:
             terms["orthogonality"] = losses.orthogonality_penalty(
@@ -249,7 +260,8 @@ class Trainer:
             sae.normalize_decoder_()
         sae.update_statistics(out)
 
-        fired = (out.f > 0).any(0)
+        # max over the batch > 0: one read of f, no [batch, d_sae] mask
+        fired = out.f.amax(0) > 0 if out.codes is None else out.codes.fired()
         self.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)
         self.tokens_seen += x.shape[0]
         self.step += 1
@@ -258,7 +270,8 @@ class Trainer:
         record = {"step": self.step, "lr": cfg.lr_at(self.step - 1), "sparsity_coeff": lam}
         record.update({name: float(v.detach()) for name, v in terms.items()})
         record["loss"] = float(total.detach())
-        record["l0"] = float((out.f > 0).sum(-1).float().mean())
+        l0 = (out.f > 0).sum(-1).float().mean() if out.codes is None else out.codes.l0()
+        record["l0"] = float(l0)
         record["dead_fraction"] = float(dead.float().mean())
         self.history.append(record)
         return record
@@ -374,7 +387,15 @@ def _sigint_deferred():
 
 
 # Settings that do not change the trained weights, so a resumed run may change them.
-_FREE_SETTINGS = {"device", "progress", "log_every", "checkpoint_dir", "checkpoint_every"}
+# sparse_topk changes only the rounding of the same gradients.
+_FREE_SETTINGS = {
+    "device",
+    "progress",
+    "log_every",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "sparse_topk",
+}
 
 
 def _run_settings(train_config: dict) -> dict:

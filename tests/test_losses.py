@@ -164,3 +164,20 @@ def test_orthogonality_penalty_memory_is_chunked(monkeypatch):
     loss.backward()
     assert len(blocks) == 12 and max(rows for rows, _ in blocks) == 256
     assert max(saved) <= 3000 * 16  # autograd keeps only [d_sae, d_in]-sized tensors
+
+
+@pytest.mark.parametrize("name", ["l1", "l1_dec_norm"])
+def test_nonnegative_penalty_shortcut_equals_the_loss(name):
+    """ReLU codes take the |f| = f shortcut: same value, same gradient through the ReLU."""
+    from saelib.saes.base import penalty
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 5, generator=g, dtype=torch.float64).requires_grad_()
+    W_dec = torch.randn(5, 3, generator=g, dtype=torch.float64).requires_grad_()
+    fast = penalty(name, z.relu(), W_dec, 4.0, nonnegative=True)
+    slow = losses.l1(z.relu()) if name == "l1" else losses.decoder_weighted_l1(z.relu(), W_dec)
+    torch.testing.assert_close(fast, slow)
+    both = {"allow_unused": True, "materialize_grads": True}
+    fast_grads = torch.autograd.grad(fast, (z, W_dec), **both)
+    for a, b in zip(fast_grads, torch.autograd.grad(slow, (z, W_dec), **both), strict=True):
+        torch.testing.assert_close(a, b)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from saelib import losses
+from saelib.saes.sparse import SparseCodes
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"]
 SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
@@ -131,8 +132,9 @@ class SAEConfig:
 
 class SAEOutput(NamedTuple):
     x_hat: Tensor  # [batch, d_in]
-    f: Tensor  # [batch, d_sae] codes
+    f: Tensor | None  # [batch, d_sae] codes; None from the sparse training path (see codes)
     pre_acts: Tensor  # [batch, d_sae] encoder output before the sparsifying nonlinearity
+    codes: SparseCodes | None = None  # the active entries, from the sparse path only
 
 
 class LossOutput(NamedTuple):
@@ -199,7 +201,8 @@ class SAE(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale decoder rows to unit norm in place."""
-        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        norm = torch.linalg.vector_norm(self.W_dec, dim=-1, keepdim=True)
+        self.W_dec.div_(norm.clamp_min_(1e-12))
 
     @torch.no_grad()
     def project_decoder_grad_(self) -> None:
@@ -209,11 +212,13 @@ class SAE(nn.Module):
         renormalisation after the step would undo; removing it keeps Adam's moment
         estimates about directions only (Bricken et al. 2023; sparsify does the same).
         """
-        if self.W_dec.grad is None:
+        grad, W = self.W_dec.grad, self.W_dec
+        if grad is None:
             return
-        atoms = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        parallel = (self.W_dec.grad * atoms).sum(-1, keepdim=True)
-        self.W_dec.grad.sub_(parallel * atoms)
+        # grad -= <grad, a> a with a = W / ||W||, i.e. grad -= (<grad, W> / ||W||^2) W
+        sq_norm = torch.linalg.vector_norm(W, dim=-1, keepdim=True).square_().clamp_min_(1e-24)
+        coef = torch.linalg.vecdot(grad, W, dim=-1).unsqueeze(-1).div_(sq_norm)  # [d_sae, 1]
+        grad.addcmul_(coef, W, value=-1.0)
 
     def extra_repr(self) -> str:
         c = self.cfg
@@ -241,7 +246,9 @@ class LinearEncoderSAE(SAE):
             raise AttributeError("W_enc") from None
 
     def linear_pre_acts(self, x: Tensor) -> Tensor:
-        return self.encoder_input(x) @ self.W_enc + self.b_enc  # [batch, d_sae]
+        """``pre = (x - b_dec) @ W_enc + b_enc``, ``[batch, d_sae]``."""
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        return _Affine.apply(x, b_dec, self.W_enc, self.b_enc)
 
     @torch.no_grad()
     def init_encoder_from_decoder_(self) -> None:
@@ -250,8 +257,50 @@ class LinearEncoderSAE(SAE):
             self.W_enc.copy_(self.W_dec.T)
 
 
-def penalty(name: str, f: Tensor, W_dec: Tensor, tanh_scale: float) -> Tensor:
-    """The L1-family sparsity penalty named by ``SAEConfig.sparsity_penalty``."""
+class _Affine(torch.autograd.Function):
+    """``(x - b_dec) @ W_enc + b_enc`` whose backward skips ``dL/dx`` when x needs none.
+
+    Autograd's own backward of ``(x - b_dec) @ W_enc`` computes the full input gradient
+    ``G @ W_enc.T`` (``2 batch d_in d_sae`` FLOP) only to sum it into ``b_dec``'s;
+    ``-W_enc @ G.sum(0)`` gives the same for ``d_in d_sae``. Same forward values.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b_dec, W_enc, b_enc):
+        x_in = x if b_dec is None else x - b_dec
+        ctx.save_for_backward(x_in, W_enc)
+        return torch.addmm(b_enc, x_in, W_enc)
+
+    @staticmethod
+    def backward(ctx, g):
+        x_in, W_enc = ctx.saved_tensors
+        need_x, need_b_dec, need_W, need_b = ctx.needs_input_grad[-4:]
+        grad_x = grad_b_dec = grad_W = grad_b = None
+        if need_W:
+            grad_W = x_in.T @ g  # [d_in, d_sae]
+        col_sum = g.sum(0) if (need_b or need_b_dec) else None
+        if need_b:
+            grad_b = col_sum
+        if need_x:
+            grad_x = g @ W_enc.T
+        if need_b_dec:
+            grad_b_dec = -(W_enc @ col_sum)
+        return grad_x, grad_b_dec, grad_W, grad_b
+
+
+def penalty(
+    name: str, f: Tensor, W_dec: Tensor, tanh_scale: float, nonnegative: bool = False
+) -> Tensor:
+    """The L1-family sparsity penalty named by ``SAEConfig.sparsity_penalty``.
+
+    ``nonnegative``: f >= 0 by construction (ReLU), so |f| = f and the L1 terms are plain
+    sums, whose backward is a broadcast instead of two passes over ``[batch, d_sae]``.
+    """
+    if nonnegative and name in ("l1", "l1_dec_norm"):
+        per_latent = f.sum(0)  # [d_sae]
+        weights = W_dec.norm(dim=-1) if name == "l1_dec_norm" else None
+        total = per_latent.sum() if weights is None else per_latent @ weights
+        return total / f.shape[0]
     if name == "l1":
         return losses.l1(f)
     if name == "l1_dec_norm":

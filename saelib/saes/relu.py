@@ -17,4 +17,6 @@ class ReLUSAE(LinearEncoderSAE):
         return pre.relu(), pre
 
     def sparsity(self, out: SAEOutput) -> Tensor:
-        return penalty(self.cfg.sparsity_penalty, out.f, self.W_dec, self.cfg.tanh_scale)
+        return penalty(
+            self.cfg.sparsity_penalty, out.f, self.W_dec, self.cfg.tanh_scale, nonnegative=True
+        )

@@ -5,6 +5,10 @@ BatchTopK (Bussmann et al. 2024): keep the ``k * batch`` largest pre-activations
 whole batch, so L0 varies per sample with mean k. At inference, where there is no batch,
 a latent fires when its pre-activation exceeds a threshold estimated during training
 (a running mean of the smallest activation kept per batch).
+
+Training can take the sparse path (``sparse_loss``, ``sparse_aux_k``; saelib.saes.sparse):
+the same values and gradients, with the decoder and the encoder's weight gradient
+touching only the ``k`` active latents. ``forward``/``loss`` stay the eager dense twin.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from saelib.saes.base import LinearEncoderSAE, SAEConfig, SAEOutput
+from saelib import losses
+from saelib.saes import sparse
+from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEConfig, SAEOutput, _Affine
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
@@ -37,7 +43,94 @@ class TopKSAE(LinearEncoderSAE):
         return topk_activation(pre, self.cfg.k), pre
 
     def sparsity(self, out: SAEOutput) -> Tensor:
-        return out.f.new_zeros(())  # sparsity is enforced by the activation
+        return out.x_hat.new_zeros(())  # sparsity is enforced by the activation
+
+    # -- the sparse training path -----------------------------------------------------
+    def _entries(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        return sparse.topk_entries(pre, self.cfg.k)
+
+    def _gather(self, pre: Tensor, codes: sparse.SparseCodes, x: Tensor) -> Tensor:
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        return sparse.gather_pre(pre, codes, x, b_dec, self.W_enc, self.b_enc).relu()
+
+    def sparse_forward(self, x: Tensor) -> SAEOutput:
+        """``forward`` without dense codes: ``SAEOutput(x_hat, None, pre_acts, codes)``.
+
+        Values and gradients equal the dense twin's; only the encoder product is dense.
+        """
+        pre = self.linear_pre_acts(x)  # [batch, d_sae]; its dense backward runs only if used
+        with torch.no_grad():
+            rows, cols = self._entries(pre)
+        codes = sparse.make_codes(rows, cols, None, tuple(pre.shape))
+        vals = self._gather(pre, codes, x)  # [nnz]
+        codes = codes._replace(vals=vals)
+        x_hat = sparse.decode(vals, codes, self.W_dec) + self.b_dec
+        return SAEOutput(x_hat, None, pre, codes)
+
+    def sparse_loss(self, x: Tensor, sparsity_coeff: float = 0.0) -> LossOutput:
+        """``loss`` on the sparse path: the same total and terms, ``output.f`` is None."""
+        out = self.sparse_forward(x)
+        terms = {"mse": losses.mse(x, out.x_hat), "sparsity": self.sparsity(out)}
+        return LossOutput(terms["mse"] + sparsity_coeff * terms["sparsity"], terms, out)
+
+    def sparse_aux_k(
+        self, x: Tensor, residual: Tensor, pre_acts: Tensor, dead: Tensor, k_aux: int
+    ) -> Tensor:
+        """``losses.aux_k(residual, pre_acts, dead, W_dec, k_aux)`` on the sparse path.
+
+        The top-k search runs over the dead latents' columns only, and the reconstruction
+        and its gradients touch the ``k_aux`` chosen latents per sample; no second dense
+        product. x: ``[batch, d_in]`` the SAE input (for the encoder gradient).
+        """
+        dead_idx = dead.nonzero().squeeze(1)  # [n_dead], ascending; sets the shapes below
+        n_dead = dead_idx.numel()
+        if n_dead == 0:
+            return pre_acts.new_zeros(())
+        k = min(k_aux, n_dead)
+        if k * DENSE_AUX_DENSITY >= n_dead:
+            return self._aux_k_dead_columns(x, residual, pre_acts, dead_idx, k)
+        with torch.no_grad():
+            dead_pre = pre_acts if n_dead == dead.numel() else pre_acts.index_select(1, dead_idx)
+            idx = dead_pre.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values
+            cols = dead_idx[idx].flatten()
+            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
+        codes = sparse.make_codes(rows, cols, None, tuple(pre_acts.shape))
+        vals = self._gather(pre_acts, codes, x)
+        return losses.mse(residual, sparse.decode(vals, codes, self.W_dec))
+
+    def _aux_k_dead_columns(
+        self, x: Tensor, residual: Tensor, pre_acts: Tensor, dead_idx: Tensor, k: int
+    ) -> Tensor:
+        """Aux-k with dense products over the dead latents' columns only.
+
+        When ``k`` is a sizeable fraction of the dead latents, four GEMMs of
+        ``batch x d_in x n_dead`` beat sparse ops on ``batch * k`` entries.
+        """
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        W_enc_d = sparse.select_unique(self.W_enc, 1, dead_idx)  # [d_in, n_dead]
+        b_enc_d = sparse.select_unique(self.b_enc, 0, dead_idx)
+        given = pre_acts.detach().index_select(1, dead_idx)  # [batch, n_dead]
+        pre_d = _AffineGiven.apply(given, x, b_dec, W_enc_d, b_enc_d)  # same values
+        idx = given.topk(k, dim=-1, sorted=False).indices  # [batch, k]
+        codes = torch.zeros_like(given).scatter(-1, idx, pre_d.gather(-1, idx).relu())
+        return losses.mse(residual, codes @ sparse.select_unique(self.W_dec, 0, dead_idx))
+
+
+# Aux-k goes dense over the dead columns when k_aux >= n_dead / DENSE_AUX_DENSITY.
+DENSE_AUX_DENSITY = 64
+
+
+class _AffineGiven(_Affine):
+    """``_Affine`` whose forward value is given (already computed): only the backward."""
+
+    @staticmethod
+    def forward(ctx, given, x, b_dec, W_enc, b_enc):
+        ctx.save_for_backward(x if b_dec is None else x - b_dec, W_enc)
+        return given.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, *_Affine.backward(ctx, g)
 
 
 class BatchTopKSAE(TopKSAE):
@@ -52,15 +145,23 @@ class BatchTopKSAE(TopKSAE):
             return batch_topk_activation(pre, self.cfg.k), pre
         return pre * (pre > self.threshold), pre
 
+    def _entries(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        return sparse.batch_topk_entries(pre, self.cfg.k)
+
+    def sparse_forward(self, x: Tensor) -> SAEOutput:
+        if not self.training:
+            raise ValueError("BatchTopKSAE.sparse_forward is for training (call sae.train())")
+        return super().sparse_forward(x)
+
     @torch.no_grad()
     def update_statistics(self, out: SAEOutput) -> None:
-        """Running mean of the smallest kept activation (the batch's effective threshold)."""
-        kept = out.f[out.f > 0]
-        if kept.numel() == 0:
-            return
-        smallest = kept.min()
-        if self.threshold < 0:
-            self.threshold.copy_(smallest)
-        else:
-            m = self.cfg.threshold_momentum
-            self.threshold.mul_(m).add_((1 - m) * smallest)
+        """Running mean of the smallest kept activation (the batch's effective threshold).
+
+        No host sync: a batch with no positive code leaves the threshold unchanged.
+        """
+        kept = out.f if out.codes is None else out.codes.vals
+        smallest = kept.masked_fill(kept <= 0, float("inf")).min()
+        m = self.cfg.threshold_momentum
+        moved = self.threshold * m + (1 - m) * smallest
+        new = torch.where(self.threshold < 0, smallest, moved)
+        self.threshold.copy_(torch.where(torch.isfinite(smallest), new, self.threshold))
