@@ -39,6 +39,10 @@ DICT_UPDATES = ("lstsq", "gradient")
 
 
 # -- validation -------------------------------------------------------------------------------
+# Encoders built on saelib.saes.base._Affine: no input-gradient product in backward.
+_AFFINE_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu")
+
+
 def _int(name: str, value, low: int, high: int | None = None) -> int:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
     if ok and (high is None or value <= high):
@@ -124,10 +128,15 @@ def sae_train_step_flops(
     Backward = 2x forward per matmul (the standard rule: the gradient with respect to
     each of its two operands is one product of the same size), so a matmul whose operands
     both need gradients costs 3x its forward. Applied per matmul this is exact for
-    saelib's graphs, with the two cases where one operand needs no gradient counted at
-    2x: the first encoder layer when ``apply_b_dec_to_input=False`` (its input is data),
-    and the Gated SAE's auxiliary reconstruction ``ReLU(pi_gate) @ sg(W_dec)``
-    (``2 d_sae d_in`` forward, the same again backward). The decoder is the dense one.
+    saelib's graphs, with the cases where one operand needs no gradient counted at
+    2x: the first encoder layer of the linear encoders (relu, topk, batchtopk, jumprelu:
+    their affine map skips the input gradient and gets ``b_dec``'s from a column sum, see
+    ``saelib.saes.base._Affine``) and of the others when ``apply_b_dec_to_input=False``
+    (the input is data), and the Gated SAE's auxiliary reconstruction
+    ``ReLU(pi_gate) @ sg(W_dec)`` (``2 d_sae d_in`` forward, the same again backward).
+    The decoder is the dense one: this counts the dense twin (``TrainConfig(
+    sparse_topk=False)``); TopK's default sparse path does the decoder and the encoder's
+    weight gradient on the ``k`` active latents only.
 
     ``aux_k``: add the aux-k reconstruction of dead latents, a dense
     ``[batch, d_sae] @ W_dec`` (``3 * 2 d_sae d_in`` per sample); it only runs when some
@@ -140,7 +149,7 @@ def sae_train_step_flops(
     batch_size = _int("batch_size", batch_size, 1)
     decode = sae_decode_flops(cfg)
     per_sample = 3 * (sae_encode_flops(cfg) + decode)
-    if not cfg.apply_b_dec_to_input:
+    if cfg.architecture in _AFFINE_ENCODERS or not cfg.apply_b_dec_to_input:
         fan_in, fan_out = _encoder_matmuls(cfg)[0]
         n_input_products = 2 if cfg.architecture == "gated" else 1
         per_sample -= n_input_products * 2 * fan_in * fan_out  # no gradient for the data

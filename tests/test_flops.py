@@ -67,15 +67,18 @@ def test_decode_and_forward_hand_computed():
 
 def test_train_step_hand_computed():
     relu, gated = config("relu"), config("gated")
-    assert flops.sae_train_step_flops(relu, 16) == 16 * 3 * 768
-    assert flops.sae_train_step_flops(relu, 16, aux_k=True) == 16 * (3 * 768 + 3 * 384)
+    # relu: encoder 384 + decoder 384 forward, 3x backward, less the encoder's input
+    # gradient (the affine map skips it: b_dec's gradient is a column sum)
+    step = 3 * 768 - 384
+    assert flops.sae_train_step_flops(relu, 16) == 16 * step
+    assert flops.sae_train_step_flops(relu, 16, aux_k=True) == 16 * (step + 3 * 384)
     orth = 2 * 24**2 * 8
-    assert flops.sae_train_step_flops(relu, 16, orthogonality=True) == 16 * 3 * 768 + orth
+    assert flops.sae_train_step_flops(relu, 16, orthogonality=True) == 16 * step + orth
     # gated: 3 x (two encoder products + decoder) + frozen-decoder aux at 2x
     assert flops.sae_train_step_flops(gated, 1) == 3 * (768 + 384) + 2 * 384
-    # without b_dec subtracted the input is data: no input gradient for the first layer
-    assert flops.sae_train_step_flops(config("relu_no_bdec"), 1) == 3 * 768 - 384
-    assert flops.training_flops(relu, n_steps=10, batch_size=16) == 10 * 16 * 3 * 768
+    # without b_dec subtracted the input is data: no input gradient either
+    assert flops.sae_train_step_flops(config("relu_no_bdec"), 1) == step
+    assert flops.training_flops(relu, n_steps=10, batch_size=16) == 10 * 16 * step
 
 
 def test_solvers_hand_computed():
@@ -145,7 +148,8 @@ def test_encode_and_forward_match_torch_counter(name):
 def test_train_step_matches_torch_counter(name, extras):
     """A whole Trainer step (forward, backward, projection, Adam) under the counter."""
     cfg = config(name)
-    trainer = Trainer(make_sae(cfg), TrainConfig(n_steps=2, progress=False, **extras))
+    train_cfg = TrainConfig(n_steps=2, progress=False, sparse_topk=False, **extras)
+    trainer = Trainer(make_sae(cfg), train_cfg)  # the dense twin: what the formula counts
     trainer.tokens_since_fired.fill_(trainer.cfg.dead_after_tokens)  # all dead: aux-k runs
     x = torch.randn(BATCH, D_IN)
     expected = flops.sae_train_step_flops(
@@ -154,9 +158,14 @@ def test_train_step_matches_torch_counter(name, extras):
     assert counted(lambda: trainer.train_step(x)) == expected
 
 
-def test_standard_rule_is_three_forwards_for_relu():
-    cfg = config("relu")
-    assert flops.sae_train_step_flops(cfg, BATCH) == 3 * BATCH * flops.sae_forward_flops(cfg)
+def test_standard_rule_is_three_forwards_for_gated_without_aux():
+    # both operands of each of gated's products need gradients: 3x forward, plus its
+    # frozen-decoder auxiliary reconstruction at 2x
+    cfg = config("gated")
+    aux = 2 * flops.sae_decode_flops(cfg)
+    assert flops.sae_train_step_flops(cfg, BATCH) == BATCH * (
+        3 * flops.sae_forward_flops(cfg) + aux
+    )
 
 
 def test_ista_iteration_matches_torch_counter():

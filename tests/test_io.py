@@ -38,7 +38,7 @@ def inputs(seed: int = 1) -> torch.Tensor:
 
 
 def assert_same_outputs(a, b, x):
-    for name, u, v in zip(("x_hat", "f", "pre_acts"), a(x), b(x), strict=True):
+    for name, u, v in zip(("x_hat", "f", "pre_acts"), a(x)[:3], b(x)[:3], strict=True):
         assert torch.equal(u, v), name
 
 
