@@ -6,7 +6,7 @@ import torch
 from saelib.data import TensorBatches
 from saelib.evaluation import Run
 from saelib.lm import resid_hook
-from saelib.lm_sweep import LMScorer, ScaledBatches, activation_scale, train_runs
+from saelib.lm_sweep import LMScorer, ScaledBatches, activation_scale, norm_limit, train_runs
 from saelib.saes import SAEConfig, make_sae
 from saelib.splice import next_token_loss
 from saelib.training import TrainConfig
@@ -27,6 +27,33 @@ def test_scaled_batches_resume_where_they_left_off():
     plain, scaled = TensorBatches(x, 8, seed=1), ScaledBatches(TensorBatches(x, 8, seed=1), 2.0)
     torch.testing.assert_close(next(scaled.iter_from(5)), 2.0 * next(plain.iter_from(5)))
     torch.testing.assert_close(next(iter(scaled)), 2.0 * next(iter(plain)))
+
+
+def test_norm_limit_and_outlier_rows_dropped():
+    x = torch.ones(9, 4)  # norm 2
+    x[3] *= 100
+    assert norm_limit(x, 10.0) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="ratio must be positive"):
+        norm_limit(x, 0)
+    batches = ScaledBatches(TensorBatches(x, 9, shuffle=False), 0.5, max_norm=norm_limit(x, 10.0))
+    out = next(iter(batches))
+    assert out.shape == (8, 4) and torch.equal(out, torch.full((8, 4), 0.5))
+
+
+def test_scorer_leaves_outliers_out_and_passes_them_through(tiny_lm):
+    model, _ = tiny_lm
+    from saelib.lm import residual_stream
+
+    tokens = torch.randint(0, 64, (3, 12), generator=torch.Generator().manual_seed(5))
+    x = residual_stream(model, tokens, 1)[:, 1:].reshape(-1, 32)
+    norms = x.norm(dim=-1)
+    limit = norms.median().item()  # half the tokens count as outliers here
+    s = LMScorer(model, HOOK, x, tokens, activation_scale(x), skip_first=1, max_norm=limit)
+    assert len(s.x_eval) == int((norms <= limit).sum()) < len(x)
+    sae = make_sae(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4))
+    out = s.reconstruction(sae)(x)
+    torch.testing.assert_close(out[norms > limit], x[norms > limit])
+    assert not torch.allclose(out[norms <= limit], x[norms <= limit])
 
 
 @pytest.fixture(scope="module")

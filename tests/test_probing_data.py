@@ -34,6 +34,19 @@ def test_build_is_deterministic_and_the_seed_matters(tmp_path):
         ).read_bytes()
 
 
+def test_build_reuses_a_build_with_the_same_settings_only(tmp_path):
+    a = probing_data.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **SMALL)
+    stamp = (tmp_path / "manifest.json").stat().st_mtime_ns
+    assert probing_data.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **SMALL) == a
+    assert (tmp_path / "manifest.json").stat().st_mtime_ns == stamp  # not rebuilt
+    smaller = SMALL | {"cap": 30}
+    b = probing_data.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **smaller)
+    assert b["cap"] == 30 and all(t["n_per_class"] <= 30 for t in b["tasks"].values())
+    other = {"code": {"budget": 80, "per_file": 4}}
+    c = probing_data.build(tmp_path, family_kwargs=other, reuse=True, **smaller)
+    assert c["families"]["code"]["settings"] == other["code"]
+
+
 def _toy_family():
     items = [(f"text {i}", "x" if i % 3 == 0 else "y", f"g{i // 4}") for i in range(300)]
     items += [(f"zed {i}", "z", f"h{i}") for i in range(5)]

@@ -67,8 +67,13 @@ def build(
     seed: int = 0,
     family_kwargs: dict[str, dict] | None = None,
     verbose: bool = True,
+    reuse: bool = False,
 ) -> dict:
     """Build the tasks of ``family_names`` (default: all) into ``out``; return the manifest.
+
+    ``reuse=True`` returns the manifest already in ``out`` when it was built with these
+    settings (format, seed, cap, min_per_class, families and their keyword arguments,
+    skipped families included); ``load_task`` still checks every file's sha256 on reading.
 
     A family whose source is unavailable is skipped with its reason; a task with fewer than
     ``min_per_class`` examples in a class is skipped too. ``family_kwargs`` passes settings to
@@ -77,6 +82,8 @@ def build(
     names = list(FAMILIES) if family_names is None else list(family_names)
     _check(cap, min_per_class, names)
     out = Path(out) if out is not None else default_dir()
+    if reuse and _built_with(out, names, cap, min_per_class, seed, family_kwargs or {}):
+        return json.loads((out / "manifest.json").read_text())
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "seed": seed, "cap": cap, "min_per_class": min_per_class}
     manifest |= {"families": {}, "tasks": {}, "skipped": {}}
@@ -111,3 +118,16 @@ def build(
         say(f"[done] family {name}: {len(fam.tasks)} tasks in {time.perf_counter() - start:.1f} s")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+def _built_with(out: Path, names, cap, min_per_class, seed, family_kwargs) -> bool:
+    """Whether ``out`` holds a build with exactly these settings."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        return False
+    old = json.loads(path.read_text())
+    same = {"format": FORMAT, "seed": seed, "cap": cap, "min_per_class": min_per_class}
+    built = {n: f["settings"] for n, f in old.get("families", {}).items()}
+    built |= {n: family_kwargs.get(n, {}) for n in old.get("skipped", {}) if n in FAMILIES}
+    wanted = {n: family_kwargs.get(n, {}) for n in names}
+    return all(old.get(k) == v for k, v in same.items()) and built == wanted
