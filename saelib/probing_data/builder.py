@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from saelib.probing_data import code, debian, families
+from saelib.probing_data import code, debian, families, original
 from saelib.probing_data.families import Family
 from saelib.sources import SourceUnavailable, cache_dir
 
@@ -30,7 +30,9 @@ FAMILIES: dict[str, Callable[..., Family]] = {
     "code": code.code,
     "fortunes": debian.fortunes,
     "wordnet": debian.wordnet,
+    "kantamneni": original.kantamneni,  # the paper's own datasets; only when asked for
 }
+DEFAULT_FAMILIES = ["vader", "shakespeare", "code", "fortunes", "wordnet"]
 
 
 def default_dir() -> Path:
@@ -69,7 +71,10 @@ def build(
     verbose: bool = True,
     reuse: bool = False,
 ) -> dict:
-    """Build the tasks of ``family_names`` (default: all) into ``out``; return the manifest.
+    """Build the tasks of ``family_names`` into ``out``; return the manifest.
+
+    The default families are the offline ones built from real text (``DEFAULT_FAMILIES``);
+    ``"kantamneni"`` adds the original datasets of Kantamneni et al. (2025) from PyPI.
 
     ``reuse=True`` returns the manifest already in ``out`` when it was built with these
     settings (format, seed, cap, min_per_class, families and their keyword arguments,
@@ -79,7 +84,7 @@ def build(
     ``min_per_class`` examples in a class is skipped too. ``family_kwargs`` passes settings to
     a family (e.g. ``{"code": {"budget": 500}}`` for a small test build).
     """
-    names = list(FAMILIES) if family_names is None else list(family_names)
+    names = list(DEFAULT_FAMILIES) if family_names is None else list(family_names)
     _check(cap, min_per_class, names)
     out = Path(out) if out is not None else default_dir()
     if reuse and _built_with(out, names, cap, min_per_class, seed, family_kwargs or {}):

@@ -1,0 +1,73 @@
+"""The original datasets of Kantamneni et al. (2025), by name, from their PyPI package.
+
+The authors of *Are Sparse Autoencoders Useful? A Case Study in Sparse Probing* ship their
+cleaned datasets inside the wheel of ``sae-probes`` (pinned here, sha256 checked): one
+zstd-compressed CSV per dataset with the columns ``prompt``, ``prompt_len``, ``target``.
+The binary ones (targets 0/1 or False/True) become tasks named ``kantamneni_<dataset>``,
+e.g. ``kantamneni_5_hist_fig_ismale``, built and loaded like every other task::
+
+    build(out, ["kantamneni"], family_kwargs={"kantamneni": {"datasets": ["87_glue_cola"]}})
+    load_task("kantamneni_87_glue_cola", out)
+
+The CSVs have no source column, so each distinct prompt is its own group (repeated
+prompts share one, so a split never puts the same text on both sides).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import zipfile
+
+from saelib.probing_data.families import Family
+from saelib.sources import fetch_wheel
+
+PREFIX = "sae_probes/data/cleaned_data/"
+SUFFIX = ".csv.zst"
+POSITIVE = {"1": True, "True": True, "0": False, "False": False}
+
+
+def _read_csv(data: bytes) -> list[dict[str, str]]:
+    import zstandard  # only this family needs it
+
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    return list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
+
+
+def task_name(dataset: str) -> str:
+    return "kantamneni_" + dataset.replace(" ", "_")
+
+
+def kantamneni(datasets: list[str] | None = None) -> Family:
+    """The binary datasets of ``sae-probes`` (all, or those named in ``datasets``).
+
+    Raises ``ValueError`` naming the unknown or non-binary ones among ``datasets``.
+    """
+    path, record = fetch_wheel("sae_probes")  # SourceUnavailable when PyPI cannot be had
+    with zipfile.ZipFile(path) as wheel:
+        files = {
+            n[len(PREFIX) : -len(SUFFIX)]: n
+            for n in wheel.namelist()
+            if n.startswith(PREFIX) and n.endswith(SUFFIX)
+        }
+        wanted = sorted(files) if datasets is None else list(datasets)
+        unknown = [d for d in wanted if d not in files]
+        if unknown:
+            raise ValueError(f"datasets {unknown} are not in sae-probes; it has {sorted(files)}")
+        items, tasks, not_binary = [], {}, []
+        for dataset in wanted:
+            rows = _read_csv(wheel.read(files[dataset]))
+            if not rows or {r["target"] for r in rows} - set(POSITIVE):
+                not_binary.append(dataset)
+                continue
+            pos, neg = f"{dataset}:1", f"{dataset}:0"
+            for r in rows:
+                digest = hashlib.sha256(r["prompt"].encode("utf-8")).hexdigest()[:16]
+                label = pos if POSITIVE[r["target"]] else neg
+                items.append((r["prompt"], label, f"{dataset}/{digest}"))
+            tasks[task_name(dataset)] = ({pos}, {neg})
+    if datasets is not None and not_binary:
+        raise ValueError(f"datasets {not_binary} are not binary (targets other than 0/1)")
+    record = record | {"binary_datasets": len(tasks), "not_binary": len(not_binary)}
+    return Family(items, tasks, [record])
