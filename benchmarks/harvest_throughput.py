@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine_info import cpu_model, memory_gib
 
 DEFAULT_OUT = Path("benchmarks/results/harvest_throughput.json")
 
@@ -189,21 +190,12 @@ def throughput(args) -> list[dict]:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     from importlib.metadata import version
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "memory_gib": round(mem, 1),
+        "memory_gib": memory_gib(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": version("transformers"),

@@ -30,6 +30,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from machine_info import cpu_model, memory_gib
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SAELENS_VENV = HERE / ".venv-saelens"
@@ -201,19 +203,10 @@ def run_sub(python: str, payload: dict, mode: str) -> dict:
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "memory_gib": round(mem / 2**30, 1),
+        "memory_gib": memory_gib(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
