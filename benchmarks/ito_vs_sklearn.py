@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import sklearn
 import torch
+from machine_info import cpu_model
 from sklearn.decomposition import sparse_encode
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -266,16 +267,6 @@ def compare(rows: list[dict], x: torch.Tensor, x_hats: dict[str, torch.Tensor]) 
 
 
 # ---------------------------------------------------------------- machine facts
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_facts(threads: int) -> dict:
