@@ -1,6 +1,6 @@
 """Harvesting activations from SmolLM2-135M: speed by depth, and memory against token count.
 
-1. Throughput (tokens/s) of ``saelib.activations``' forward at a shallow and a deep
+1. Throughput (tokens/s) of ``saelib.lm.activations``' forward at a shallow and a deep
    ``hook_resid_post`` (``run_with_cache`` with ``stop_at_layer``) against the same call
    without the early stop (a full forward, logits included), on the same tokens; median of
    ``--repeats`` round-robin repeats after a warm-up.
@@ -62,8 +62,8 @@ def peak_mib() -> float:
 
 
 def corpus_tokens(n_tokens: int, n_ctx: int):
-    from saelib.corpus import build_corpus
-    from saelib.lm import load_tokenizer
+    from saelib.lm.corpus import build_corpus
+    from saelib.lm.model import load_tokenizer
 
     return build_corpus(load_tokenizer(), n_ctx=n_ctx, n_tokens=n_tokens)
 
@@ -72,8 +72,8 @@ def corpus_tokens(n_tokens: int, n_ctx: int):
 
 
 def child_harvest(args) -> dict:
-    from saelib.activations import harvest
-    from saelib.lm import load_model, resid_hook
+    from saelib.lm.activations import harvest
+    from saelib.lm.model import load_model, resid_hook
 
     corpus = corpus_tokens(args.tokens, args.n_ctx)
     lm = load_model()
@@ -102,7 +102,7 @@ def child_harvest(args) -> dict:
 
 
 def child_train(args) -> dict:
-    from saelib.activations import open_cache
+    from saelib.lm.activations import open_cache
     from saelib.saes import SAEConfig, make_sae
     from saelib.training import TrainConfig, Trainer
 
@@ -143,7 +143,7 @@ def run_child(kind: str, args, **extra) -> dict:
 
 @torch.no_grad()
 def throughput(args) -> list[dict]:
-    from saelib.lm import load_model, resid_hook
+    from saelib.lm.model import load_model, resid_hook
 
     lm = load_model()
     tokens = corpus_tokens(args.throughput_tokens, args.n_ctx).tokens

@@ -1,7 +1,7 @@
 """saelib's ITO solvers against scikit-learn's ``sparse_encode`` on one planted problem.
 
 A unit-norm Gaussian dictionary ``D [n_atoms, d]`` (atoms as rows, the layout of both
-``saelib.ito`` and ``sklearn.decomposition.sparse_encode``), codes with ``l0`` non-zeros per
+``saelib.coding.ito`` and ``sklearn.decomposition.sparse_encode``), codes with ``l0`` non-zeros per
 signal at random atoms with magnitudes ``|N(0, 1)| + 0.1``, and signals ``x = codes @ D``
 (float32, no noise). Every method codes the same ``x`` on the same ``D``:
 
@@ -54,7 +54,7 @@ from sklearn.decomposition import sparse_encode
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from saelib import ito
+from saelib.coding import ito
 from saelib.metrics import fvu
 
 DEFAULT_OUT = Path("benchmarks/results/ito_vs_sklearn.json")

@@ -1,7 +1,8 @@
 """Score a trained SAE on held-out activations, and run labelled sweeps of training runs.
 
 row = evaluate(sae, x_eval, true_dictionary=D)        # {"fvu": ..., "l0": ..., "mmcs": ...}
-table = run_sweep(runs, make_batches, x_eval, true_dictionary=D)   # a pandas DataFrame
+table, saes = sweep(runs, make_batches, lambda sae, run: evaluate(sae, x_eval))
+table = run_sweep(runs, make_batches, x_eval, true_dictionary=D)   # the same, scored by evaluate
 """
 
 from __future__ import annotations
@@ -17,8 +18,43 @@ from torch import Tensor
 
 from saelib import metrics
 from saelib.progress import progress_bar
-from saelib.saes import SAE, SAEConfig, make_sae
+from saelib.saes import SAE, SAEConfig, inference, make_sae
 from saelib.training import TrainConfig, Trainer
+
+
+def metrics_row(
+    x: Tensor,
+    x_hat: Tensor,
+    f: Tensor,
+    *,
+    W_dec: Tensor | None = None,
+    true_dictionary: Tensor | None = None,
+    true_codes: Tensor | None = None,
+) -> dict[str, float]:
+    """Metrics of any coder: activations ``x``, reconstructions ``x_hat`` [n, d_in], codes ``f``.
+
+    Always: fvu, explained_variance, l0, dead_fraction, dense_fraction (> 10% of rows),
+    shrinkage. With ``true_dictionary [n_features, d_in]`` and the coder's ``W_dec
+    [d_sae, d_in]``: mmcs and hungarian_cos. With ``true_codes [n, n_features]``: mcc.
+    """
+    x, x_hat, f = x.cpu(), x_hat.cpu(), f.cpu()
+    row = {
+        "fvu": metrics.fvu(x, x_hat),
+        "explained_variance": metrics.explained_variance(x, x_hat),
+        "l0": metrics.l0(f),
+        "dead_fraction": metrics.dead_fraction(f),
+        "dense_fraction": metrics.dense_fraction(f, 0.1),
+        "shrinkage": metrics.shrinkage(x, x_hat),
+    }
+    if true_dictionary is not None:
+        if W_dec is None:
+            raise ValueError("true_dictionary needs the coder's W_dec to compare against")
+        matched = metrics.matched_cosines(true_dictionary.cpu(), W_dec.detach().cpu())
+        row["mmcs"] = matched.mmcs
+        row["hungarian_cos"] = matched.hungarian_mean
+    if true_codes is not None:
+        row["mcc"] = metrics.mcc(true_codes.cpu(), f).mcc
+    return row
 
 
 @torch.no_grad()
@@ -30,37 +66,18 @@ def evaluate(
     true_codes: Tensor | None = None,
     batch_size: int = 8192,
 ) -> dict[str, float]:
-    """Metrics of ``sae`` on ``x [n, d_in]`` in inference mode (``sae.eval()``).
+    """:func:`metrics_row` of ``sae`` on ``x [n, d_in]``, coded in inference mode.
 
-    Always: fvu, explained_variance, l0, dead_fraction, dense_fraction (> 10% of rows),
-    shrinkage. With ``true_dictionary [n_features, d_in]``: mmcs and hungarian_cos (atoms
-    against the decoder's rows). With ``true_codes [n, n_features]``: mcc.
+    Metrics are computed on the CPU, whatever the SAE's device.
     """
-    x = x.cpu()  # metrics are computed on the CPU, whatever the SAE's device
-    true_dictionary = None if true_dictionary is None else true_dictionary.cpu()
-    true_codes = None if true_codes is None else true_codes.cpu()
-    was_training = sae.training
-    sae.eval()
     device = next(sae.parameters()).device
-    outs = [sae(chunk.to(device)) for chunk in x.split(batch_size)]
-    sae.train(was_training)
-    x_hat = torch.cat([o.x_hat for o in outs]).cpu()
-    f = torch.cat([o.f for o in outs]).cpu()
-    row = {
-        "fvu": metrics.fvu(x, x_hat),
-        "explained_variance": metrics.explained_variance(x, x_hat),
-        "l0": metrics.l0(f),
-        "dead_fraction": metrics.dead_fraction(f),
-        "dense_fraction": metrics.dense_fraction(f, 0.1),
-        "shrinkage": metrics.shrinkage(x, x_hat),
-    }
-    if true_dictionary is not None:
-        matched = metrics.matched_cosines(true_dictionary, sae.W_dec.detach().cpu())
-        row["mmcs"] = matched.mmcs
-        row["hungarian_cos"] = matched.hungarian_mean
-    if true_codes is not None:
-        row["mcc"] = metrics.mcc(true_codes, f).mcc
-    return row
+    with inference(sae):
+        outs = [sae(chunk.to(device)) for chunk in x.split(batch_size)]
+    x_hat = torch.cat([o.x_hat for o in outs])
+    f = torch.cat([o.f for o in outs])
+    return metrics_row(
+        x, x_hat, f, W_dec=sae.W_dec, true_dictionary=true_dictionary, true_codes=true_codes
+    )
 
 
 @dataclass
@@ -72,6 +89,39 @@ class Run:
     labels: dict = field(default_factory=dict)
 
 
+def sweep(
+    runs: Sequence[Run],
+    batches: Callable[[Run], Iterable[Tensor]],
+    score: Callable[[SAE, Run], dict],
+    *,
+    start: Callable[[Run], SAE] | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, list[SAE]]:
+    """Make, fit and score every run: the one sweep loop of the library.
+
+    Each run trains ``start(run)`` (default: a fresh ``make_sae(run.sae)``) on
+    ``batches(run)``, then ``score(sae, run)`` gives its metrics. One row per run:
+    architecture, d_sae, the run's labels, the scores, the final training loss terms
+    (``train_<name>``) and the wall time (``seconds``, not a regression figure). The SAEs
+    come back in inference (eval) mode. One progress bar for the sweep: per-run bars are
+    off, since nested bars garble non-terminal output.
+    """
+    rows, saes = [], []
+    bar = progress_bar(progress, runs, desc="sweep")
+    for run in bar:
+        bar.set_postfix(architecture=run.sae.architecture, **run.labels)
+        began = time.perf_counter()
+        sae = make_sae(run.sae) if start is None else start(run)
+        history = Trainer(sae, replace(run.train, progress=False)).fit(batches(run))
+        row = {"architecture": run.sae.architecture, "d_sae": run.sae.d_sae, **run.labels}
+        row.update(score(sae, run))
+        row.update({f"train_{k}": v for k, v in history[-1].items() if k != "step"})
+        row["seconds"] = time.perf_counter() - began
+        rows.append(row)
+        saes.append(sae.eval())
+    return pd.DataFrame(rows), saes
+
+
 def run_sweep(
     runs: Sequence[Run],
     batches: Callable[[Run], Iterable[Tensor]],
@@ -81,26 +131,12 @@ def run_sweep(
     true_codes: Tensor | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train every run on ``batches(run)`` and evaluate it on ``x_eval``; one row per run.
+    """:func:`sweep` scored by :func:`evaluate` on ``x_eval``; returns the table only."""
 
-    Rows hold the run's labels, its architecture, the evaluation metrics, the final
-    training loss terms and the wall time (seconds, not a regression figure).
-    """
-    rows = []
-    bar = progress_bar(progress, runs, desc="sweep")
-    for run in bar:
-        bar.set_postfix(architecture=run.sae.architecture, **run.labels)
-        start = time.perf_counter()
-        sae = make_sae(run.sae)
-        # one bar for the sweep; nested per-run bars garble non-terminal output
-        train_cfg = replace(run.train, progress=False) if progress else run.train
-        history = Trainer(sae, train_cfg).fit(batches(run))
-        row = {"architecture": run.sae.architecture, **run.labels}
-        row.update(evaluate(sae, x_eval, true_dictionary=true_dictionary, true_codes=true_codes))
-        row.update({f"train_{k}": v for k, v in history[-1].items() if k != "step"})
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-    return pd.DataFrame(rows)
+    def score(sae: SAE, run: Run) -> dict:
+        return evaluate(sae, x_eval, true_dictionary=true_dictionary, true_codes=true_codes)
+
+    return sweep(runs, batches, score, progress=progress)[0]
 
 
 def compare_frontiers(

@@ -18,7 +18,8 @@ optimizer's per-parameter update (Adam is ~10 FLOPs per parameter per step, agai
 The counts are those of saelib's code as it runs (dense products where it uses them,
 as in training), not of an idealised implementation; tests/test_flops.py checks their
 matmul part against
-``FlopCounterMode`` on the SAEs, the Trainer, ``saelib.ito`` and ``saelib.sparse_coding``.
+``FlopCounterMode`` on the SAEs, the Trainer, ``saelib.coding.ito`` and
+``saelib.coding.sparse_coding``.
 
 Per-sample functions return FLOPs for one row of ``x``; a chapter's total for a method is
 training plus inference, for example ``training_flops(cfg, n_steps, batch_size) +
@@ -38,7 +39,7 @@ PURSUIT_SOLVERS = ("omp", "gradient_pursuit", "matching_pursuit")  # take l0
 DICT_UPDATES = ("lstsq", "gradient")
 
 
-# -- validation -------------------------------------------------------------------------------
+# -- validation ------------------------------------------------------------------------------------
 # Encoders built on saelib.saes.base._Affine: no input-gradient product in backward.
 _AFFINE_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu")
 
@@ -76,7 +77,7 @@ def _third(numerator: int) -> int:
     return (numerator + 1) // 3
 
 
-# -- SAEs ---------------------------------------------------------------------------------------
+# -- SAEs ------------------------------------------------------------------------------------------
 def _encoder_matmuls(cfg: SAEConfig) -> list[tuple[int, int]]:
     """``(fan_in, fan_out)`` of each matmul the encoder applies to one sample."""
     if cfg.architecture == "mlp":
@@ -175,7 +176,7 @@ def training_flops(
     return n_steps * step
 
 
-# -- ITO solvers (saelib.ito), per sample -------------------------------------------------------
+# -- ITO solvers (saelib.coding.ito), per sample ---------------------------------------------------
 def ista_iter_flops(n_atoms: int, d: int) -> int:
     """FLOPs of one ISTA iteration for one sample: ``4 n_atoms d``.
 
@@ -198,7 +199,7 @@ def fista_iter_flops(n_atoms: int, d: int) -> int:
 
 
 def omp_flops(n_atoms: int, d: int, l0: int) -> int:
-    """FLOPs of ``saelib.ito.omp`` to ``l0`` atoms, for one sample (codes only).
+    """FLOPs of ``saelib.coding.ito.omp`` to ``l0`` atoms, for one sample (codes only).
 
     Step ``t = 1..l0``: correlation ``r D^T`` (``2 n_atoms d``), argmax (ignored), the new
     atom's Gram column against the ``t - 1`` chosen ones (``2 (t - 1) d``), the Cholesky
@@ -216,7 +217,7 @@ def omp_flops(n_atoms: int, d: int, l0: int) -> int:
 
 
 def gradient_pursuit_flops(n_atoms: int, d: int, l0: int) -> int:
-    """FLOPs of ``saelib.ito.gradient_pursuit`` to ``l0`` atoms, for one sample (codes only).
+    """FLOPs of ``saelib.coding.ito.gradient_pursuit`` to ``l0`` atoms, for one sample (codes only).
 
     Step ``t = 1..l0``: correlation ``g = r D^T`` (``2 n_atoms d``; gathered on the support
     it is the descent direction), argmax (ignored), the direction in signal space
@@ -289,7 +290,7 @@ def ito_setup_flops(solver: str, n_atoms: int, d: int) -> int:
     return 0
 
 
-# -- dictionary learning (saelib.sparse_coding) -------------------------------------------------
+# -- dictionary learning (saelib.coding.sparse_coding) ---------------------------------------------
 def dictionary_update_flops(
     n_atoms: int, d: int, n_samples: int, method: str = "lstsq", *, grad_steps: int = 10
 ) -> int:
@@ -324,7 +325,7 @@ def sparse_coding_flops(
     dict_update: str = "lstsq",
     grad_steps: int = 10,
 ) -> int:
-    """FLOPs of ``saelib.sparse_coding.fit_dictionary`` with ``n_outer`` (its ``n_iter``) rounds.
+    """FLOPs of ``sparse_coding.fit_dictionary`` with ``n_outer`` (its ``n_iter``) rounds.
 
     A code step is one solver call on all samples: ``ito_setup_flops + n_samples *
     (ito_flops + 2 n_atoms d)`` (codes, and the ``x_hat`` the solver returns). An objective
@@ -343,9 +344,9 @@ def sparse_coding_flops(
     return code_step + objective + n_outer * (update + code_step + 3 * objective)
 
 
-# -- encoder-only fits (saelib.amortisation) ----------------------------------------------------
+# -- encoder-only fits (saelib.coding.amortisation) ------------------------------------------------
 def encoder_fit_flops(cfg: SAEConfig, n_steps: int, batch_size: int, setting: str) -> int:
-    """FLOPs of ``saelib.amortisation.fit_encoder``: ``n_steps`` steps on ``batch_size`` samples.
+    """FLOPs of ``amortisation.fit_encoder``: ``n_steps`` steps on ``batch_size`` samples.
 
     Per sample, the encoder's matmuls cost 3x forward (forward, gradient for the weight and
     for the input), except those applied to ``x - b_dec``, which cost 2x (the input is data

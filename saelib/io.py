@@ -34,10 +34,8 @@ BatchTopK SAEs the same way. Decoding is ``f @ W_dec + b_dec`` in both libraries
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -46,6 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from saelib.files import atomic_path, sha256_bytes, sha256_file
 from saelib.saes import SAE, SAEConfig, make_sae
 
 FORMAT = "saelib.sae.v1"
@@ -80,7 +79,7 @@ def save_sae(sae: SAE, directory: str | Path) -> Path:
     """Write ``config.json`` and ``weights.safetensors`` (the state_dict) into ``directory``."""
     weights = _tensor_bytes(sae.state_dict())
     config = {"format": FORMAT, "saelib_version": _saelib_version(), **sae.cfg.to_dict()}
-    config["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    config["weights_sha256"] = sha256_bytes(weights)
     _write(directory, {WEIGHTS_FILE: weights, CONFIG_FILE: _json_bytes(config, CONFIG_FILE)})
     return Path(directory)
 
@@ -109,7 +108,7 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> SAE:
         raise ValueError(f"{cfg_path}: invalid SAE config: {e}") from e
     tensors = _read_tensors(weights_path)
     _check_tensors(weights_path, tensors, {k: v.shape for k, v in sae.state_dict().items()})
-    if sha256 is not None and _sha256(weights_path) != sha256:
+    if sha256 is not None and sha256_file(weights_path) != sha256:
         raise ValueError(
             f"{weights_path}: sha256 differs from 'weights_sha256' in {CONFIG_FILE}: "
             "the file is corrupted or was changed after saving"
@@ -400,13 +399,8 @@ def _write(directory: str | Path, files: dict[str, bytes]) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():  # weights first: the config names what they hold
-        tmp = directory / (name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, directory / name)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+        with atomic_path(directory / name) as tmp:
+            tmp.write_bytes(data)
 
 
 def _saelib_version() -> str:

@@ -309,7 +309,7 @@ def ce_loss_recovered(clean: float, spliced: float, ablated: float) -> float:
     ``clean`` is the model's next-token loss, ``spliced`` the loss with the SAE's
     reconstruction spliced in at one hook, ``ablated`` the loss with that activation
     zero- or mean-ablated. 1: as good as the clean model; 0: as bad as the ablation;
-    negative: worse than the ablation (see :mod:`saelib.splice`).
+    negative: worse than the ablation (see :mod:`saelib.lm.splice`).
     """
     gap = ablated - clean
     if gap == 0:

@@ -3,18 +3,34 @@
 A notebook's ``parameters`` cell holds plain assignments; papermill may inject
 overrides after it. The next cell calls
 
-    check_parameters(globals(), SPEC)
+    params = check_chapter(globals(), "01_sae_zoo")
 
-which fails on a misspelt name (any new public global that is not in ``SPEC``), a wrong
-type or a value out of range, naming the parameter and the allowed values.
+which reads the chapter's schema, ``saelib/schemas/01_sae_zoo.yaml`` (names, types, ranges
+and the rules between parameters live there once), and fails on a misspelt name (any new
+public global that is not in the schema), a wrong type, a value out of range or a broken
+rule, naming the parameter and the allowed values. ``device`` comes back resolved.
+
+A schema file::
+
+    parameters:
+      seed: {type: int, low: 0, doc: seeds data and SAE initialisation}
+      device: {type: device}
+      batch_size: {type: int, low: 1, high: n_train}       # a bound may name a parameter
+      ks: {type: list, item: int, low: 1}
+    rules:                                                 # checks across parameters
+      - check: max(ks) <= d_sae
+        message: every k must be at most d_sae
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import yaml
 
 # Globals an IPython kernel defines by itself; they are not parameters.
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -108,3 +124,60 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"parameter device={device!r}: CUDA is not available on this machine")
     return device
+
+
+SCHEMAS = Path(__file__).with_name("schemas")
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+# What a rule may call: plain arithmetic over the parameters, nothing else.
+_RULE_BUILTINS = {f.__name__: f for f in (abs, all, any, int, len, max, min, round, set, sum)}
+
+
+def chapter_schema(chapter: str) -> dict:
+    """The parsed schema of ``chapter`` (``{"parameters": {...}, "rules": [...]}``)."""
+    path = SCHEMAS / f"{chapter}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
+        raise ValueError(f"no parameter schema {path} for chapter {chapter!r}; known: {known}")
+    schema = yaml.safe_load(path.read_text()) or {}
+    return {"parameters": schema.get("parameters") or {}, "rules": schema.get("rules") or []}
+
+
+def _param(entry: dict, values: Mapping, path: str) -> Param:
+    kind = entry.get("type")
+    if kind == "device":
+        return DEVICE
+    if kind not in _TYPES:
+        raise ValueError(f"{path}: type {kind!r} is not one of {[*_TYPES, 'device']}")
+
+    def bound(v):  # a bound may name another parameter
+        return values[v] if isinstance(v, str) else v
+
+    choices = entry.get("choices")
+    return Param(
+        _TYPES[kind],
+        low=bound(entry.get("low")),
+        high=bound(entry.get("high")),
+        choices=tuple(choices) if choices is not None else None,
+        item=_TYPES[entry["item"]] if "item" in entry else None,
+        doc=entry.get("doc", ""),
+    )
+
+
+def check_chapter(namespace: Mapping, chapter: str) -> dict:
+    """Validate ``chapter``'s parameters in ``namespace`` against its schema; return them.
+
+    Checks names, types and ranges (:func:`check_parameters`), then each rule of the
+    schema; ``device`` is returned resolved (:func:`resolve_device`).
+    """
+    schema = chapter_schema(chapter)
+    where = f"schema {chapter}.yaml"
+    values = {name: namespace[name] for name in schema["parameters"] if name in namespace}
+    spec = {name: _param(e, values, where) for name, e in schema["parameters"].items()}
+    params = check_parameters(namespace, spec)
+    for rule in schema["rules"]:
+        if not eval(rule["check"], {"__builtins__": _RULE_BUILTINS}, dict(params)):  # noqa: S307
+            shown = {n: params[n] for n in params if re.search(rf"\b{n}\b", rule["check"])}
+            raise ValueError(f"parameters {shown}: {rule['message']} ({rule['check']})")
+    if "device" in params:
+        params["device"] = resolve_device(params["device"])
+    return params

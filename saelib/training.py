@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import math
-import shutil
 import signal
 import threading
 import warnings
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from saelib import losses
+from saelib.files import atomic_path
 from saelib.initialisation import b_dec_init
 from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
@@ -291,29 +291,22 @@ class Trainer:
             raise KeyboardInterrupt
 
     def _save_checkpoint(self, directory: Path) -> None:
-        tmp = directory.with_name(directory.name + ".tmp")
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(_contiguous(self.sae.state_dict()), tmp / "sae.safetensors")
-        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
-        save_file(opt_tensors, tmp / "optimizer.safetensors")
-        counters = {"tokens_since_fired": self.tokens_since_fired.cpu()}
-        save_file(counters, tmp / "trainer.safetensors")
-        meta = {
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "history": self.history,
-            "optimizer": opt_meta,
-            "sae_config": self.sae.cfg.to_dict(),
-            "train_config": asdict(self.cfg),
-        }
-        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))  # written last
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir(parents=True)
+            save_file(_contiguous(self.sae.state_dict()), tmp / "sae.safetensors")
+            opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+            save_file(opt_tensors, tmp / "optimizer.safetensors")
+            counters = {"tokens_since_fired": self.tokens_since_fired.cpu()}
+            save_file(counters, tmp / "trainer.safetensors")
+            meta = {
+                "step": self.step,
+                "tokens_seen": self.tokens_seen,
+                "history": self.history,
+                "optimizer": opt_meta,
+                "sae_config": self.sae.cfg.to_dict(),
+                "train_config": asdict(self.cfg),
+            }
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))  # written last
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Restore a checkpoint written by ``save_checkpoint``.

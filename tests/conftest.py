@@ -21,7 +21,7 @@ def build_tiny_lm(directory, n_layers: int = 3, seed: int = 0):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from saelib.lm import wrap
+    from saelib.lm.model import wrap
 
     words = "the cat sat on a mat and dog ran to big red house by sea in old town".split()
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from saelib import activations as acts
 from saelib.data import ShardedBatches
-from saelib.lm import resid_hook
+from saelib.lm import activations as acts
+from saelib.lm.model import resid_hook
 
 HOOKS = [resid_hook(0), resid_hook(2)]
 

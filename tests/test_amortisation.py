@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from saelib import flops
-from saelib.amortisation import (
+from saelib.coding.amortisation import (
     EncoderFitConfig,
     code_regression_loss,
     fit_encoder,
@@ -15,7 +15,7 @@ from saelib.amortisation import (
 from saelib.data import TensorBatches
 from saelib.metrics import mcc
 from saelib.saes import SAEConfig, make_sae
-from saelib.synthetic import SyntheticConfig, SyntheticData, random_dictionary
+from saelib.toys.synthetic import SyntheticConfig, SyntheticData, random_dictionary
 from saelib.training import TrainConfig, Trainer
 
 

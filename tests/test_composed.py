@@ -1,12 +1,12 @@
-"""Tests for saelib.composed: layout, one feature per set, the copula's correlation, errors."""
+"""Tests for saelib.toys.composed: layout, one feature per set, the copula's correlation, errors."""
 
 import math
 
 import pytest
 import torch
 
-from saelib.composed import composed_sets
-from saelib.synthetic import composed_features
+from saelib.toys.composed import composed_sets
+from saelib.toys.synthetic import composed_features
 
 
 def test_two_by_two_in_two_dims_is_the_post_layout():

@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from saelib import corpus, lm
+from saelib.lm import corpus
+from saelib.lm import model as lm
 
 SMALL = dict(n_ctx=64, n_tokens=4096, sources=("vader", "shakespeare"), chunk_chars=500)
 

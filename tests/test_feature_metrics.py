@@ -1,4 +1,4 @@
-"""Tests for saelib.feature_metrics on hand-built dictionaries and codes with known answers."""
+"""Tests for saelib.toys.feature_metrics on hand-built dictionaries and codes with known answers."""
 
 import itertools
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import nnls
 
-from saelib.feature_metrics import (
+from saelib.toys.feature_metrics import (
     absorption,
     composites,
     hedging,

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from saelib import flops, ito, sparse_coding
+from saelib import flops
+from saelib.coding import ito, sparse_coding
 from saelib.saes import SAEConfig, make_sae
 from saelib.training import TrainConfig, Trainer
 

@@ -1,16 +1,16 @@
-"""Tests for saelib.ground_truth: scores of SAEs built on known dictionaries."""
+"""Tests for saelib.toys.ground_truth: scores of SAEs built on known dictionaries."""
 
 import pytest
 import torch
 
-from saelib.composed import composed_sets
 from saelib.data import TensorBatches
 from saelib.evaluation import Run
-from saelib.ground_truth import Truth, score, train_and_score
 from saelib.saes import SAEConfig
-from saelib.synthetic import SyntheticConfig, SyntheticData
+from saelib.toys.composed import composed_sets
+from saelib.toys.ground_truth import Truth, score, train_and_score
+from saelib.toys.synthetic import SyntheticConfig, SyntheticData
+from saelib.toys.true_solution import sae_with_dictionary
 from saelib.training import TrainConfig
-from saelib.true_solution import sae_with_dictionary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

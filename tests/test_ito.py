@@ -1,4 +1,4 @@
-"""Tests for saelib.ito: solvers against scikit-learn and closed forms, invariants, errors."""
+"""Tests for saelib.coding.ito: solvers vs scikit-learn and closed forms, invariants, errors."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import torch
 from sklearn.decomposition import sparse_encode
 from sklearn.linear_model import Lasso, OrthogonalMatchingPursuit
 
-from saelib import ito
+from saelib.coding import ito
 from saelib.saes import SAEConfig, make_sae
-from saelib.synthetic import random_dictionary
+from saelib.toys.synthetic import random_dictionary
 
 PURSUITS = ["omp", "gradient_pursuit", "matching_pursuit"]
 LASSOS = ["ista", "fista"]
@@ -197,7 +197,7 @@ def test_zero_atoms_get_no_code(name):
 
 
 def coherent_rows(n, d, seed):
-    """Unit atoms with expected pairwise cosine 0.3 (saelib.synthetic.random_dictionary)."""
+    """Unit atoms with expected pairwise cosine 0.3 (saelib.toys.synthetic.random_dictionary)."""
     return random_dictionary(n, d, coherence=0.3, generator=seed).double()
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from saelib import lm
+from saelib.lm import model as lm
 
 
 def test_resid_hook_names():

@@ -5,10 +5,10 @@ import torch
 
 from saelib.data import TensorBatches
 from saelib.evaluation import Run
-from saelib.lm import resid_hook
-from saelib.lm_sweep import LMScorer, ScaledBatches, activation_scale, norm_limit, train_runs
+from saelib.lm.model import resid_hook
+from saelib.lm.splice import next_token_loss
+from saelib.lm.sweep import LMScorer, ScaledBatches, activation_scale, norm_limit, train_runs
 from saelib.saes import SAEConfig, make_sae
-from saelib.splice import next_token_loss
 from saelib.training import TrainConfig
 
 HOOK = resid_hook(1)
@@ -42,7 +42,7 @@ def test_norm_limit_and_outlier_rows_dropped():
 
 def test_scorer_leaves_outliers_out_and_passes_them_through(tiny_lm):
     model, _ = tiny_lm
-    from saelib.lm import residual_stream
+    from saelib.lm.model import residual_stream
 
     tokens = torch.randint(0, 64, (3, 12), generator=torch.Generator().manual_seed(5))
     x = residual_stream(model, tokens, 1)[:, 1:].reshape(-1, 32)
@@ -60,7 +60,7 @@ def test_scorer_leaves_outliers_out_and_passes_them_through(tiny_lm):
 def scorer(tiny_lm):
     model, _ = tiny_lm
     tokens = torch.randint(0, 64, (6, 12), generator=torch.Generator().manual_seed(5))
-    from saelib.lm import residual_stream
+    from saelib.lm.model import residual_stream
 
     x = residual_stream(model, tokens, 1)[:, 1:].reshape(-1, 32)
     return LMScorer(model, HOOK, x, tokens[:3], activation_scale(x), skip_first=1)

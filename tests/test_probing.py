@@ -6,7 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from saelib import probing
+from saelib.probing import probes
 
 
 def _grouped_labels(n_groups=60, per_group=10, seed=0):
@@ -20,7 +20,7 @@ def _grouped_labels(n_groups=60, per_group=10, seed=0):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_group_split_keeps_groups_apart_and_classes_balanced(seed):
     y, groups = _grouped_labels(seed=seed)
-    train, val, test = probing.group_split(y, groups, seed=seed)
+    train, val, test = probes.group_split(y, groups, seed=seed)
     assert len(train) + len(val) + len(test) == len(y)
     assert len(np.unique(np.concatenate([train, val, test]))) == len(y)
     sets = [set(groups[idx]) for idx in (train, val, test)]
@@ -32,9 +32,9 @@ def test_group_split_keeps_groups_apart_and_classes_balanced(seed):
 
 def test_group_split_is_seeded():
     y, groups = _grouped_labels()
-    a = probing.group_split(y, groups, seed=3)
-    b = probing.group_split(y, groups, seed=3)
-    c = probing.group_split(y, groups, seed=4)
+    a = probes.group_split(y, groups, seed=3)
+    b = probes.group_split(y, groups, seed=3)
+    c = probes.group_split(y, groups, seed=4)
     assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
     assert not np.array_equal(a[2], c[2])
 
@@ -42,26 +42,26 @@ def test_group_split_is_seeded():
 def test_group_split_errors():
     y, groups = _grouped_labels(n_groups=6)
     with pytest.raises(ValueError, match="at least n_folds=5 groups per class"):
-        probing.group_split(y, groups)
+        probes.group_split(y, groups)
     y, groups = _grouped_labels()
     with pytest.raises(ValueError, match="groups must have one entry per label"):
-        probing.group_split(y, groups[:-1])
+        probes.group_split(y, groups[:-1])
     with pytest.raises(ValueError, match="y must hold binary labels"):
-        probing.group_split(y + 1, groups)
+        probes.group_split(y + 1, groups)
     with pytest.raises(ValueError, match="n_folds must be an integer >= 3"):
-        probing.group_split(y, groups, n_folds=2)
+        probes.group_split(y, groups, n_folds=2)
 
 
 def test_pool_last_and_mean_against_loops():
     rng = np.random.default_rng(0)
     acts = rng.normal(size=(4, 6, 3))
     mask = np.array([[1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]])
-    last, mean = probing.pool(acts, mask, "last"), probing.pool(acts, mask, "mean")
+    last, mean = probes.pool(acts, mask, "last"), probes.pool(acts, mask, "mean")
     for i in range(4):
         on = np.flatnonzero(mask[i])
         np.testing.assert_allclose(last[i], acts[i, on[-1]])
         np.testing.assert_allclose(mean[i], acts[i, on].mean(0))
-    t = probing.pool(torch.from_numpy(acts).float(), torch.from_numpy(mask), "mean")
+    t = probes.pool(torch.from_numpy(acts).float(), torch.from_numpy(mask), "mean")
     assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
     np.testing.assert_allclose(t.numpy(), mean, rtol=1e-5)
 
@@ -69,13 +69,13 @@ def test_pool_last_and_mean_against_loops():
 def test_pool_errors():
     acts, mask = np.zeros((2, 3, 4)), np.ones((2, 3))
     with pytest.raises(ValueError, match="how must be 'last' or 'mean'"):
-        probing.pool(acts, mask, "max")
+        probes.pool(acts, mask, "max")
     with pytest.raises(ValueError, match="mask must have shape"):
-        probing.pool(acts, np.ones((2, 4)))
+        probes.pool(acts, np.ones((2, 4)))
     with pytest.raises(ValueError, match="at least one token in every row"):
-        probing.pool(acts, np.array([[1, 0, 0], [0, 0, 0]]))
+        probes.pool(acts, np.array([[1, 0, 0], [0, 0, 0]]))
     with pytest.raises(ValueError, match="acts must have 3 dimensions"):
-        probing.pool(np.zeros((2, 3)), mask)
+        probes.pool(np.zeros((2, 3)), mask)
 
 
 def _planted_codes(n=600, d_sae=256, latent=37, seed=0):
@@ -89,8 +89,8 @@ def _planted_codes(n=600, d_sae=256, latent=37, seed=0):
 
 def test_k1_sparse_probe_finds_the_planted_latent():
     f, y = _planted_codes()
-    assert probing.rank_latents(f[:400], y[:400])[0] == 37
-    fits = probing.sparse_probes(f[:400], y[:400], f[400:500], y[400:500], ks=(1, 4, 512))
+    assert probes.rank_latents(f[:400], y[:400])[0] == 37
+    fits = probes.sparse_probes(f[:400], y[:400], f[400:500], y[400:500], ks=(1, 4, 512))
     assert [p.method for p in fits] == ["sae_k1", "sae_k4"]  # 512 > d_sae is dropped
     assert list(fits[0].features) == [37]
     assert fits[0].evaluate(f[500:], y[500:])["auc"] > 0.99
@@ -101,7 +101,7 @@ def test_rank_latents_matches_a_loop_and_breaks_ties_by_index():
     f, y = rng.normal(size=(50, 8)), np.tile([0, 1], 25)
     f[:, 5] = f[:, 2]  # a tie: 2 must come before 5
     ref = [abs(f[y == 1, j].mean() - f[y == 0, j].mean()) for j in range(8)]
-    order = probing.rank_latents(f, y)
+    order = probes.rank_latents(f, y)
     np.testing.assert_allclose(np.array(ref)[order], sorted(ref, reverse=True))
     assert list(order).index(2) < list(order).index(5)
 
@@ -111,7 +111,7 @@ def test_dense_probe_recovers_a_random_direction_like_sklearn():
     x = rng.normal(size=(900, 20))
     w = rng.normal(size=20)
     y = (x @ w > 0).astype(int)
-    fit = probing.dense_probe(x[:600], y[:600], x[600:750], y[600:750], Cs=(1.0,))
+    fit = probes.dense_probe(x[:600], y[:600], x[600:750], y[600:750], Cs=(1.0,))
     assert fit.evaluate(x[750:], y[750:])["auc"] > 0.99
     # the same model as scikit-learn's on standardised inputs
     scaler = StandardScaler().fit(x[:600])
@@ -129,10 +129,10 @@ def test_c_is_chosen_on_validation():
     x = rng.normal(size=(300, 50))
     y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0).astype(int)
     fits = {
-        c: probing.dense_probe(x[:100], y[:100], x[100:200], y[100:200], Cs=(c,))
+        c: probes.dense_probe(x[:100], y[:100], x[100:200], y[100:200], Cs=(c,))
         for c in (1e-3, 1e-1, 10.0)
     }
-    best = probing.dense_probe(x[:100], y[:100], x[100:200], y[100:200], Cs=(1e-3, 1e-1, 10.0))
+    best = probes.dense_probe(x[:100], y[:100], x[100:200], y[100:200], Cs=(1e-3, 1e-1, 10.0))
     assert best.val_auc == max(p.val_auc for p in fits.values())
     assert best.C == max(fits, key=lambda c: (fits[c].val_auc, -c))
 
@@ -141,26 +141,26 @@ def test_pca_probe_and_its_errors():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 10)) * np.linspace(3, 0.1, 10)
     y = (x[:, 0] > 0).astype(int)
-    fit = probing.pca_probe(x[:200], y[:200], x[200:250], y[200:250], n_components=2)
+    fit = probes.pca_probe(x[:200], y[:200], x[200:250], y[200:250], n_components=2)
     assert fit.method == "pca2" and fit.evaluate(x[250:], y[250:])["auc"] > 0.95
     with pytest.raises(ValueError, match=r"n_components must be an integer in \[1, 10\]"):
-        probing.pca_probe(x[:200], y[:200], x[200:250], y[200:250], n_components=11)
+        probes.pca_probe(x[:200], y[:200], x[200:250], y[200:250], n_components=11)
 
 
 def test_probe_errors_name_the_parameter():
     x, y = np.zeros((10, 3)), np.tile([0, 1], 5)
     with pytest.raises(ValueError, match="x_val must have 3 columns"):
-        probing.dense_probe(x, y, np.zeros((10, 4)), y)
+        probes.dense_probe(x, y, np.zeros((10, 4)), y)
     with pytest.raises(ValueError, match="y_train must contain both classes"):
-        probing.dense_probe(x, np.zeros(10, int), x, y)
+        probes.dense_probe(x, np.zeros(10, int), x, y)
     with pytest.raises(ValueError, match="y_val must have one label per row"):
-        probing.dense_probe(x, y, x, y[:-1])
+        probes.dense_probe(x, y, x, y[:-1])
     with pytest.raises(ValueError, match="Cs must be a non-empty sequence"):
-        probing.dense_probe(x, y, x, y, Cs=())
+        probes.dense_probe(x, y, x, y, Cs=())
     with pytest.raises(ValueError, match="ks must be a non-empty sequence of positive integers"):
-        probing.sparse_probes(x, y, x, y, ks=(0,))
+        probes.sparse_probes(x, y, x, y, ks=(0,))
     with pytest.raises(ValueError, match="x_train must be finite"):
-        probing.dense_probe(np.full((10, 3), np.nan), y, x, y)
+        probes.dense_probe(np.full((10, 3), np.nan), y, x, y)
 
 
 def test_quiver_picks_the_validation_best_and_can_leave_out_sae():
@@ -170,18 +170,18 @@ def test_quiver_picks_the_validation_best_and_can_leave_out_sae():
         {"method": "sae_k4", "val_auc": 0.90, "test_auc": 0.60},
         {"method": "sae_k8", "val_auc": 0.90, "test_auc": 0.95},
     ]
-    assert probing.quiver(rows)["method"] == "sae_k4"  # judged on val; ties: first
-    assert probing.quiver(rows, with_sae=False)["method"] == "pca32"
+    assert probes.quiver(rows)["method"] == "sae_k4"  # judged on val; ties: first
+    assert probes.quiver(rows, with_sae=False)["method"] == "pca32"
     with pytest.raises(ValueError, match="not an SAE probe"):
-        probing.quiver(rows[2:], with_sae=False)
+        probes.quiver(rows[2:], with_sae=False)
 
 
 def test_probe_task_end_to_end_sae_wins_when_only_the_codes_know():
     f, y = _planted_codes(n=800)
     groups = np.arange(800) // 8
     x = np.random.default_rng(5).normal(size=(800, 16))  # activations without the signal
-    rows = probing.probe_task(x, y, groups, f=f, ks=(1, 2), Cs=(0.1, 1.0), n_components=4)
+    rows = probes.probe_task(x, y, groups, f=f, ks=(1, 2), Cs=(0.1, 1.0), n_components=4)
     assert [r["method"] for r in rows] == ["dense", "pca4", "sae_k1", "sae_k2"]
-    assert probing.quiver(rows)["method"].startswith("sae_k")
-    assert probing.quiver(rows)["test_auc"] > 0.99
-    assert probing.quiver(rows, with_sae=False)["test_auc"] < 0.7
+    assert probes.quiver(rows)["method"].startswith("sae_k")
+    assert probes.quiver(rows)["test_auc"] > 0.99
+    assert probes.quiver(rows, with_sae=False)["test_auc"] < 0.7

@@ -16,7 +16,7 @@ import torch
 from saelib.data import TensorBatches
 from saelib.evaluation import evaluate
 from saelib.saes import SAEConfig, make_sae
-from saelib.synthetic import SyntheticConfig, SyntheticData
+from saelib.toys.synthetic import SyntheticConfig, SyntheticData
 from saelib.training import TrainConfig, Trainer
 
 D, N_FEATURES = 24, 48

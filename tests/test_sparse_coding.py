@@ -1,12 +1,12 @@
-"""Tests for saelib.sparse_coding: monotone objective, planted recovery, determinism, errors."""
+"""Tests for saelib.coding.sparse_coding: monotone objective, planted recovery, determinism."""
 
 import pytest
 import torch
 
-from saelib import ito
+from saelib.coding import ito
+from saelib.coding.sparse_coding import SparseCodingConfig, SparseCodingResult, fit_dictionary
 from saelib.metrics import matched_cosines
-from saelib.sparse_coding import SparseCodingConfig, SparseCodingResult, fit_dictionary
-from saelib.synthetic import SyntheticConfig, SyntheticData
+from saelib.toys.synthetic import SyntheticConfig, SyntheticData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

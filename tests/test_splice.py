@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from saelib import metrics
-from saelib.lm import resid_hook
+from saelib.lm.model import resid_hook
+from saelib.lm.splice import next_token_loss, sae_reconstruction, spliced_losses
 from saelib.saes import SAEConfig, make_sae
-from saelib.splice import next_token_loss, sae_reconstruction, spliced_losses
 
 HOOK = resid_hook(1)
 

@@ -1,4 +1,4 @@
-"""Tests for saelib.synthetic: determinism, layout, and firing statistics within binomial bounds."""
+"""Tests for saelib.toys.synthetic: determinism, layout, firing rates within binomial bounds."""
 
 import dataclasses
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from saelib.synthetic import (
+from saelib.toys.synthetic import (
     SyntheticConfig,
     SyntheticData,
     composed_features,

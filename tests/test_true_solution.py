@@ -1,13 +1,13 @@
-"""Tests for saelib.true_solution: the objective, and SAEs built on a known dictionary."""
+"""Tests for saelib.toys.true_solution: the objective, and SAEs built on a known dictionary."""
 
 import pytest
 import torch
 
-from saelib.composed import composed_sets
 from saelib.data import TensorBatches
 from saelib.saes import SAEConfig
+from saelib.toys.composed import composed_sets
+from saelib.toys.true_solution import objective, sae_with_dictionary, true_feature_sae
 from saelib.training import TrainConfig
-from saelib.true_solution import objective, sae_with_dictionary, true_feature_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

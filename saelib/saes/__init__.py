@@ -1,6 +1,6 @@
 """SAE architectures over one base; ``make_sae`` builds one from its config."""
 
-from saelib.saes.base import SAE, LossOutput, SAEConfig, SAEOutput
+from saelib.saes.base import SAE, LossOutput, SAEConfig, SAEOutput, inference
 from saelib.saes.gated import GatedSAE
 from saelib.saes.jumprelu import JumpReLUSAE
 from saelib.saes.mlp import MLPSAE
@@ -29,6 +29,7 @@ __all__ = [
     "LossOutput",
     "SAE_CLASSES",
     "make_sae",
+    "inference",
     "ReLUSAE",
     "TopKSAE",
     "BatchTopKSAE",

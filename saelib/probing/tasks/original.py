@@ -20,8 +20,8 @@ import hashlib
 import io
 import zipfile
 
-from saelib.probing_data.families import Family
-from saelib.sources import fetch_wheel
+from saelib.lm.sources import fetch_wheel
+from saelib.probing.tasks.families import Family
 
 PREFIX = "sae_probes/data/cleaned_data/"
 SUFFIX = ".csv.zst"

@@ -1,6 +1,6 @@
 """Composed-features toys: sets of mutually exclusive features, one active per set.
 
-Generalises ``saelib.synthetic.composed_features`` (two sets of two, Anders et al. 2024,
+Generalises ``saelib.toys.synthetic.composed_features`` (two sets of two, Anders et al. 2024,
 "Sparse autoencoders find composed features in small toy models") to ``n_sets`` sets of
 ``set_size`` features, so a chapter can vary the number of features. Layout: feature
 ``s * set_size + m`` is member ``m`` of set ``s``; codes ``[n, n_sets * set_size]``,
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saelib.synthetic import Seed, SyntheticBatch, random_dictionary
+from saelib.toys.synthetic import Seed, SyntheticBatch, random_dictionary
 from saelib.validation import is_int, is_real, require
 
 
@@ -52,7 +52,7 @@ def composed_sets(
     only one set (chosen uniformly). Directions: with ``d = 2``, two sets of two, the
     mutually exclusive features are antipodal (x1 = e1, x2 = -e1, y1 = e2, y2 = -e2), as in
     the post and ``composed_features``; otherwise random unit atoms
-    (``saelib.synthetic.random_dictionary``) drawn from ``dictionary_seed``, not from
+    (``saelib.toys.synthetic.random_dictionary``) drawn from ``dictionary_seed``, not from
     ``generator``: training and evaluation sets drawn with different generators share the
     dictionary.
     """

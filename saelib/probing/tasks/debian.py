@@ -1,6 +1,6 @@
 """Optional families from Debian packages: fortune languages and WordNet noun supersenses.
 
-Each raises :class:`~saelib.sources.SourceUnavailable` when its packages
+Each raises :class:`~saelib.lm.sources.SourceUnavailable` when its packages
 cannot be had (not Debian, offline); the builder then skips its tasks and says so.
 """
 
@@ -10,8 +10,8 @@ import random
 from importlib.metadata import version
 from pathlib import Path
 
-from saelib.probing_data.families import Family
-from saelib.sources import SourceUnavailable, fetch_deb
+from saelib.lm.sources import SourceUnavailable, fetch_deb
+from saelib.probing.tasks.families import Family
 
 # language code (as langdetect names it) -> Debian package
 FORTUNES = {

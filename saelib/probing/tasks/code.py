@@ -22,7 +22,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from saelib.probing_data.families import Family, chunk_lines
+from saelib.probing.tasks.families import Family, chunk_lines
 
 LANGUAGES = ("python", "c", "cpp", "javascript")
 _LEADING_COMMENT = re.compile(r"\A\s*(/\*.*?\*/\s*|(?://[^\n]*\n\s*)+|(?:#[^\n]*\n\s*)+)", re.S)

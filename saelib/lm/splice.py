@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from saelib import metrics
-from saelib.lm import LanguageModel
+from saelib.lm.model import LanguageModel
 
 Reconstruct = Callable[[Tensor], Tensor]  # x [n, d_model] -> x_hat [n, d_model]
 ABLATIONS = ("zero", "mean")

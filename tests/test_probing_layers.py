@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from saelib.layer_probing import (
+from saelib.lm.model import resid_hook
+from saelib.probing.layers import (
     choose_fixed_layer,
     pooled_features,
     probe_layers,
@@ -13,9 +14,8 @@ from saelib.layer_probing import (
     sae_codes,
     scarce_probes,
 )
-from saelib.lm import resid_hook
-from saelib.probing import group_split
-from saelib.probing_data import ProbingTask
+from saelib.probing.probes import group_split
+from saelib.probing.tasks import ProbingTask
 from saelib.saes import SAEConfig, make_sae
 
 TEXTS = [

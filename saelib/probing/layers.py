@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from saelib.lm import LanguageModel, hook_layer
-from saelib.probing import DEFAULT_CS, DEFAULT_KS, group_split, probe_task, sparse_probes
-from saelib.probing import dense_probe as fit_dense
+from saelib.lm.model import LanguageModel, hook_layer
+from saelib.probing.probes import DEFAULT_CS, DEFAULT_KS, group_split, probe_task, sparse_probes
+from saelib.probing.probes import dense_probe as fit_dense
 from saelib.progress import progress_bar
 
 POOLINGS = ("last", "mean")
@@ -76,7 +76,7 @@ def pooled_features(
     to the deepest hook. ``mean`` averages the tokens from position ``skip_first`` on
     (SmolLM2's first position is an attention sink whose norm is ~100x the others'), ``last``
     takes the last of them; ``max_norm[hook]`` leaves out the tokens whose activation norm
-    is above it (the sinks deeper in a text; see ``saelib.lm_sweep.norm_limit``). A text
+    is above it (the sinks deeper in a text; see ``saelib.lm.sweep.norm_limit``). A text
     with no token left keeps all of its tokens. ``encoders[hook]`` maps ``[n, d_model]``
     activations to codes.
     Returns ``{(hook, pooling): {"x": [n, d_model], "f": [n, d_sae]}}`` on the CPU, in
@@ -141,7 +141,7 @@ def probe_layers(
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Every method of :func:`saelib.probing.probe_task` on every task, hook and pooling.
+    """Every method of :func:`saelib.probing.probes.probe_task` on every task, hook and pooling.
 
     ``tasks``: objects with ``name``, ``texts``, ``labels``, ``groups`` (``ProbingTask``);
     ``text_index`` maps a text to its row in ``features``. One group-wise split per task
@@ -166,7 +166,7 @@ def probe_layers(
 
 
 def _best(rows: pd.DataFrame) -> pd.Series:
-    """The validation-best row; ties go to the first (as ``saelib.probing.quiver``)."""
+    """The validation-best row; ties go to the first (as ``saelib.probing.probes.quiver``)."""
     return rows.loc[rows["val_auc"].idxmax()]
 
 

@@ -1,7 +1,7 @@
 """Command line.
 
-python -m saelib.probing_data build --out DIR [--families a,b] [--cap N] [--seed S]
-python -m saelib.probing_data baseline --out DIR    # bag-of-words test AUC per task
+python -m saelib.probing.tasks build --out DIR [--families a,b] [--cap N] [--seed S]
+python -m saelib.probing.tasks baseline --out DIR    # bag-of-words test AUC per task
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from saelib.probing_data.builder import DEFAULT_FAMILIES, FAMILIES, build, default_dir
+from saelib.probing.tasks.builder import DEFAULT_FAMILIES, FAMILIES, build, default_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m saelib.probing_data")
+    parser = argparse.ArgumentParser(prog="python -m saelib.probing.tasks")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the probing tasks and their manifest")
     b.add_argument("--out", default=None, help=f"output folder (default {default_dir()})")
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _baseline(out, seed: int) -> None:
-    from saelib.probing_data.baseline import bow_baseline
-    from saelib.probing_data.load import available_tasks, load_task
+    from saelib.probing.tasks.baseline import bow_baseline
+    from saelib.probing.tasks.load import available_tasks, load_task
 
     print(f"{'task':24s} {'val AUC':>8s} {'test AUC':>8s}")
     for name in available_tasks(out):

@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from saelib.data import ShardedBatches
-from saelib.lm import LanguageModel, hook_layer
+from saelib.lm.model import LanguageModel, hook_layer
+from saelib.lm.sources import cache_dir, sha256_file
 from saelib.progress import progress_bar
-from saelib.sources import cache_dir, sha256_file
 
 _FORMAT = 1
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
