@@ -15,14 +15,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from saelib.validation import check_int
+
 
 def _check_batch_size(batch_size: int, n_rows: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if batch_size > n_rows:
-        raise ValueError(
-            f"batch_size must be at most the number of rows, {n_rows}; got {batch_size}"
-        )
+    check_int("batch_size", batch_size, low=1, high=n_rows)  # at most the rows it draws from
 
 
 class TensorBatches:

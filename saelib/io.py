@@ -46,6 +46,7 @@ from torch import Tensor
 
 from saelib.files import atomic_path, sha256_bytes, sha256_file
 from saelib.saes import SAE, SAEConfig, make_sae
+from saelib.validation import check_int
 
 FORMAT = "saelib.sae.v1"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
@@ -374,10 +375,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _positive_int(raw: dict, key: str, path: Path) -> int:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{path}: {key!r} must be a positive integer, got {value!r}")
-    return value
+    return check_int(f"{path}: {key!r}", raw.get(key), low=1)
 
 
 def _tensor_bytes(tensors: dict[str, Tensor]) -> bytes:

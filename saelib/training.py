@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 import signal
 import threading
 import warnings
@@ -31,8 +30,7 @@ from saelib.files import atomic_path
 from saelib.initialisation import b_dec_init
 from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
-from saelib.saes.base import LinearEncoderSAE
-from saelib.saes.topk import TopKSAE
+from saelib.validation import check_choice, check_int, check_real
 
 BDecInit = Literal["zeros", "mean", "geometric_median"]
 
@@ -88,34 +86,26 @@ class TrainConfig:
     """Show a tqdm progress bar."""
 
     def __post_init__(self):
-        _int_at_least("n_steps", self.n_steps, 1)
+        check_int("TrainConfig.n_steps", self.n_steps, low=1)
         for name in ("lr", "eps", "aux_k_coeff", "orthogonality_power"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"TrainConfig.{name} must be a positive number, got {value!r}")
+            check_real(f"TrainConfig.{name}", getattr(self, name), low=0, open_low=True)
         for name in ("sparsity_coeff", "orthogonality_coeff"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-                raise ValueError(f"TrainConfig.{name} must be a number >= 0, got {value!r}")
+            check_real(f"TrainConfig.{name}", getattr(self, name), low=0)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
         for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps"):
-            _int_at_least(name, getattr(self, name), 0)
+            check_int(f"TrainConfig.{name}", getattr(self, name), low=0)
         if self.lr_warmup_steps + self.lr_decay_steps > self.n_steps:
             raise ValueError(
                 f"TrainConfig.lr_warmup_steps + lr_decay_steps must be at most "
                 f"n_steps={self.n_steps}, got {self.lr_warmup_steps} + {self.lr_decay_steps}"
             )
-        if self.init_b_dec not in get_args(BDecInit):
-            raise ValueError(
-                f"TrainConfig.init_b_dec must be one of {list(get_args(BDecInit))}, "
-                f"got {self.init_b_dec!r}"
-            )
+        check_choice("TrainConfig.init_b_dec", self.init_b_dec, get_args(BDecInit))
         if self.aux_k is not None:
-            _int_at_least("aux_k", self.aux_k, 1)
-        _int_at_least("dead_after_tokens", self.dead_after_tokens, 1)
-        _int_at_least("log_every", self.log_every, 1)
-        _int_at_least("checkpoint_every", self.checkpoint_every, 0)
+            check_int("TrainConfig.aux_k", self.aux_k, low=1)
+        check_int("TrainConfig.dead_after_tokens", self.dead_after_tokens, low=1)
+        check_int("TrainConfig.log_every", self.log_every, low=1)
+        check_int("TrainConfig.checkpoint_every", self.checkpoint_every, low=0)
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):
@@ -142,19 +132,11 @@ class TrainConfig:
         return self.sparsity_coeff
 
 
-def _int_at_least(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
-
-
 class Trainer:
     """Trains one SAE; holds the optimizer, step counter and dead-latent statistics."""
 
     def __init__(self, sae: SAE, cfg: TrainConfig):
-        plain_l1 = sae.cfg.architecture == "gated" or (
-            sae.cfg.architecture in ("relu", "mlp") and sae.cfg.sparsity_penalty == "l1"
-        )
-        if plain_l1 and not cfg.normalize_decoder:
+        if sae.needs_unit_decoder and not cfg.normalize_decoder:
             raise ValueError(
                 "TrainConfig.normalize_decoder=False with a plain L1 penalty (gated, or "
                 "sparsity_penalty='l1') lets the decoder grow and the penalty vanish; use "
@@ -222,7 +204,7 @@ class Trainer:
     @torch.no_grad()
     def _initialise(self, x: Tensor) -> None:
         """Apply the initialisation tricks once, before the first step."""
-        if self.cfg.init_encoder_from_decoder and isinstance(self.sae, LinearEncoderSAE):
+        if self.cfg.init_encoder_from_decoder:
             self.sae.init_encoder_from_decoder_()
         b_dec = b_dec_init(x, self.cfg.init_b_dec)
         if b_dec is not None:
@@ -235,15 +217,11 @@ class Trainer:
             group["lr"] = cfg.lr_at(self.step)
         lam = cfg.sparsity_coeff_at(self.step)
 
-        use_sparse = cfg.sparse_topk and isinstance(sae, TopKSAE) and sae.training
-        total, terms, out = sae.sparse_loss(x, lam) if use_sparse else sae.loss(x, lam)
+        total, terms, out = sae.training_loss(x, lam, sparse=cfg.sparse_topk)
         dead = self.tokens_since_fired >= cfg.dead_after_tokens
         if cfg.aux_k is not None:
             residual = (x - out.x_hat).detach()
-            if out.codes is not None:
-                terms["aux_k"] = sae.sparse_aux_k(x, residual, out.pre_acts, dead, cfg.aux_k)
-            else:
-                terms["aux_k"] = losses.aux_k(residual, out.pre_acts, dead, sae.W_dec, cfg.aux_k)
+            terms["aux_k"] = sae.aux_k_loss(x, residual, out, dead, cfg.aux_k)
             total = total + cfg.aux_k_coeff * terms["aux_k"]
         if cfg.orthogonality_coeff > 0:
             terms["orthogonality"] = losses.orthogonality_penalty(
@@ -260,9 +238,7 @@ class Trainer:
             sae.normalize_decoder_()
         sae.update_statistics(out)
 
-        # max over the batch > 0: one read of f, no [batch, d_sae] mask
-        fired = out.f.amax(0) > 0 if out.codes is None else out.codes.fired()
-        self.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)
+        self.tokens_since_fired.add_(x.shape[0]).masked_fill_(out.fired(), 0)
         self.tokens_seen += x.shape[0]
         self.step += 1
         if self.step % cfg.log_every and self.step != cfg.n_steps:
@@ -270,8 +246,7 @@ class Trainer:
         record = {"step": self.step, "lr": cfg.lr_at(self.step - 1), "sparsity_coeff": lam}
         record.update({name: float(v.detach()) for name, v in terms.items()})
         record["loss"] = float(total.detach())
-        l0 = (out.f > 0).sum(-1).float().mean() if out.codes is None else out.codes.l0()
-        record["l0"] = float(l0)
+        record["l0"] = float(out.l0())
         record["dead_fraction"] = float(dead.float().mean())
         self.history.append(record)
         return record

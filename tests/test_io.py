@@ -154,7 +154,12 @@ def test_saelens_tied_sae_loads_untied_with_same_outputs(tmp_path, arch):
     assert torch.equal(W_enc, sae.W_dec.detach().T)
     loaded = load_saelens(tmp_path).eval()
     assert not loaded.cfg.tied
-    assert_same_outputs(sae, loaded, inputs())
+    # The same weights, but the tied encoder multiplies by the transposed view W_dec.T and
+    # the loaded one by a contiguous W_enc: BLAS may round the two layouts differently
+    # (seen on AMD EPYC: 1 ulp), so equal up to float32 rounding, not bit for bit.
+    x = inputs()
+    for name, u, v in zip(("x_hat", "f", "pre_acts"), sae(x)[:3], loaded(x)[:3], strict=True):
+        torch.testing.assert_close(u, v, rtol=1.3e-6, atol=1e-5, msg=name)
 
 
 SAELENS_KEYS = {

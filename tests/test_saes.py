@@ -174,14 +174,14 @@ def test_gated_gradients_match_paper():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(d_in=0), "d_in must be a positive integer"),
-        (dict(d_sae=2.5), "d_sae must be a positive integer"),
+        (dict(d_in=0), "d_in must be an integer >= 1"),
+        (dict(d_sae=2.5), "d_sae must be an integer >= 1"),
         (dict(architecture="sparse"), r"architecture must be one of \['relu', 'topk'"),
-        (dict(architecture="topk"), "k must be a positive integer"),
+        (dict(architecture="topk"), "k must be an integer >= 1"),
         (dict(architecture="topk", k=99), r"k must be in \[1, d_sae=24\]"),
         (dict(k=3), "k is only used by topk"),
         (dict(sparsity_penalty="l2"), r"sparsity_penalty must be one of \['l1'"),
-        (dict(bandwidth=-1.0), "bandwidth must be a positive number"),
+        (dict(bandwidth=-1.0), "bandwidth must be a number > 0"),
         (dict(threshold_momentum=1.0), r"threshold_momentum must be in \[0, 1\)"),
         (dict(architecture="mlp", mlp_hidden=[16]), "mlp_hidden must be a non-empty tuple"),
         (dict(architecture="mlp", mlp_hidden=(16, 0)), "mlp_hidden entries must be"),

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from saelib import losses
 from saelib.saes.sparse import SparseCodes
+from saelib.validation import check_choice, check_int, check_real
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"]
 SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
@@ -30,18 +31,6 @@ MLPOutput = Literal["relu", "topk"]
 _INIT_SALT = 0x5AE_0000  # separates SAE initialisation from data generation seeds
 
 LINEAR_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu", "gated")
-
-
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
-def _positive(name: str, value, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        what = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -80,13 +69,13 @@ class SAEConfig:
     """Free-form provenance (model, hook, dataset), saved with the weights."""
 
     def __post_init__(self):
-        _positive("SAEConfig.d_in", self.d_in, integer=True)
-        _positive("SAEConfig.d_sae", self.d_sae, integer=True)
-        _choice("SAEConfig.architecture", self.architecture, get_args(Architecture))
-        _choice("SAEConfig.sparsity_penalty", self.sparsity_penalty, get_args(SparsityPenalty))
-        _choice("SAEConfig.mlp_output", self.mlp_output, get_args(MLPOutput))
+        check_int("SAEConfig.d_in", self.d_in, low=1)
+        check_int("SAEConfig.d_sae", self.d_sae, low=1)
+        check_choice("SAEConfig.architecture", self.architecture, get_args(Architecture))
+        check_choice("SAEConfig.sparsity_penalty", self.sparsity_penalty, get_args(SparsityPenalty))
+        check_choice("SAEConfig.mlp_output", self.mlp_output, get_args(MLPOutput))
         if self.uses_k:
-            _positive("SAEConfig.k", self.k, integer=True)
+            check_int("SAEConfig.k", self.k, low=1)
             if self.k > self.d_sae:
                 raise ValueError(f"SAEConfig.k must be in [1, d_sae={self.d_sae}], got {self.k}")
         elif self.k is not None:
@@ -95,7 +84,7 @@ class SAEConfig:
                 f"got k={self.k} for architecture={self.architecture!r} (set k=None)"
             )
         for name in ("tanh_scale", "bandwidth", "init_threshold"):
-            _positive(f"SAEConfig.{name}", getattr(self, name))
+            check_real(f"SAEConfig.{name}", getattr(self, name), low=0, open_low=True)
         if not 0 <= self.threshold_momentum < 1:
             raise ValueError(
                 f"SAEConfig.threshold_momentum must be in [0, 1), got {self.threshold_momentum}"
@@ -106,7 +95,7 @@ class SAEConfig:
                 f"got {self.mlp_hidden!r}"
             )
         for width in self.mlp_hidden:
-            _positive("SAEConfig.mlp_hidden entries", width, integer=True)
+            check_int("SAEConfig.mlp_hidden entries", width, low=1)
         if self.tied and self.architecture not in LINEAR_ENCODERS:
             raise ValueError(
                 f"SAEConfig.tied is only allowed for architectures {list(LINEAR_ENCODERS)}, "
@@ -137,6 +126,15 @@ class SAEOutput(NamedTuple):
     f: Tensor | None  # [batch, d_sae] codes; None from the sparse training path (see codes)
     pre_acts: Tensor  # [batch, d_sae] encoder output before the sparsifying nonlinearity
     codes: SparseCodes | None = None  # the active entries, from the sparse path only
+
+    def fired(self) -> Tensor:
+        """``[d_sae]`` bool: which latents fired on any row of the batch."""
+        # max over the batch > 0: one read of f, no [batch, d_sae] mask
+        return self.f.amax(0) > 0 if self.codes is None else self.codes.fired()
+
+    def l0(self) -> Tensor:
+        """Scalar: mean number of active latents per row."""
+        return (self.f > 0).sum(-1).float().mean() if self.codes is None else self.codes.l0()
 
 
 @contextmanager
@@ -209,6 +207,39 @@ class SAE(nn.Module):
         total = terms["mse"] + sparsity_coeff * terms["sparsity"]
         return LossOutput(total, terms, out)
 
+    def training_loss(
+        self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True
+    ) -> LossOutput:
+        """The loss the trainer steps on: ``loss``, or an equal one on a faster path.
+
+        ``sparse=True`` lets an architecture with a sparse training path (TopK, BatchTopK)
+        use it in training mode; its ``output.f`` is then None and ``output.codes`` holds
+        the active entries. Values and gradients equal ``loss``'s.
+        """
+        return self.loss(x, sparsity_coeff)
+
+    def aux_k_loss(
+        self, x: Tensor, residual: Tensor, out: SAEOutput, dead: Tensor, k_aux: int
+    ) -> Tensor:
+        """Aux-k (Gao et al. 2024): the ``k_aux`` largest dead latents reconstruct ``residual``.
+
+        ``x [batch, d_in]`` the SAE input, ``residual = (x - x_hat).detach()``, ``out`` the
+        step's output, ``dead [d_sae]`` bool. See ``losses.aux_k``.
+        """
+        return losses.aux_k(residual, out.pre_acts, dead, self.W_dec, k_aux)
+
+    @property
+    def needs_unit_decoder(self) -> bool:
+        """True when the penalty ignores the decoder's norms (plain L1 on the codes).
+
+        Such an SAE must train with the unit-norm decoder: a free decoder would grow and
+        the codes shrink, and the penalty would vanish without any sparsity. Default False.
+        """
+        return False
+
+    def init_encoder_from_decoder_(self) -> None:
+        """Set the encoder to the decoder's transpose where the shapes allow; here, nothing."""
+
     @torch.no_grad()
     def update_statistics(self, out: SAEOutput) -> None:
         """Hook the trainer calls after each step (running estimates); default: nothing."""
@@ -267,6 +298,15 @@ class LinearEncoderSAE(SAE):
         return _Affine.apply(x, b_dec, self.W_enc, self.b_enc)
 
     @torch.no_grad()
+    @property
+    def needs_unit_decoder(self) -> bool:
+        """True when the penalty ignores the decoder's norms (plain L1 on the codes).
+
+        Such an SAE must train with the unit-norm decoder: a free decoder would grow and
+        the codes shrink, and the penalty would vanish without any sparsity. Default False.
+        """
+        return False
+
     def init_encoder_from_decoder_(self) -> None:
         """Set ``W_enc = W_dec.T`` (Gao et al. 2024; Anthropic April 2024 update)."""
         if not self.cfg.tied:

@@ -25,6 +25,10 @@ from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEConfig, SAEOutput
 
 
 class GatedSAE(LinearEncoderSAE):
+    @property
+    def needs_unit_decoder(self) -> bool:
+        return True  # the gate's L1 is plain L1
+
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)  # W_enc is W_gate, b_enc is b_gate
         self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))

@@ -17,6 +17,10 @@ from saelib.saes.topk import topk_activation
 
 
 class MLPSAE(SAE):
+    @property
+    def needs_unit_decoder(self) -> bool:
+        return self.cfg.sparsity_penalty == "l1"
+
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
         widths = (cfg.d_in, *cfg.mlp_hidden, cfg.d_sae)

@@ -12,6 +12,10 @@ from saelib.saes.base import LinearEncoderSAE, SAEOutput, penalty
 
 
 class ReLUSAE(LinearEncoderSAE):
+    @property
+    def needs_unit_decoder(self) -> bool:
+        return self.cfg.sparsity_penalty == "l1"
+
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         pre = self.linear_pre_acts(x)
         return pre.relu(), pre

@@ -46,6 +46,20 @@ class TopKSAE(LinearEncoderSAE):
         return out.x_hat.new_zeros(())  # sparsity is enforced by the activation
 
     # -- the sparse training path -----------------------------------------------------
+    def training_loss(
+        self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True
+    ) -> LossOutput:
+        if sparse and self.training:
+            return self.sparse_loss(x, sparsity_coeff)
+        return self.loss(x, sparsity_coeff)
+
+    def aux_k_loss(
+        self, x: Tensor, residual: Tensor, out: SAEOutput, dead: Tensor, k_aux: int
+    ) -> Tensor:
+        if out.codes is None:  # the dense path
+            return super().aux_k_loss(x, residual, out, dead, k_aux)
+        return self.sparse_aux_k(x, residual, out.pre_acts, dead, k_aux)
+
     def _entries(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         return sparse.topk_entries(pre, self.cfg.k)
 
