@@ -65,3 +65,55 @@ def test_recovery_vs_fidelity_by_hand():
         "agree": False,
     }
     assert bool(out.loc["b", "agree"]) is True
+
+
+def test_metrics_row_by_hand():
+    from saelib.evaluation import metrics_row
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    x_hat = 0.5 * x  # half of every row: FVU = sum ||x/2||^2 / sum ||x - mean||^2
+    f = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0], [0, 0, 0]])
+    centred = (x - x.mean(0)).pow(2).sum()
+    row = metrics_row(x, x_hat, f, W_dec=torch.eye(3, 2), true_dictionary=torch.eye(2))
+    assert row["fvu"] == pytest.approx(((x / 2).pow(2).sum() / centred).item())
+    assert row["l0"] == pytest.approx(1.0) and row["dead_fraction"] == pytest.approx(1 / 3)
+    assert row["shrinkage"] == pytest.approx(0.5) and row["mmcs"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="true_dictionary needs the coder's W_dec"):
+        metrics_row(x, x_hat, f, true_dictionary=torch.eye(2))
+
+
+def test_sweep_starts_scores_and_returns_eval_mode_saes():
+    from saelib.evaluation import sweep
+
+    x = torch.rand(40, 3)
+    runs = [
+        Run(SAEConfig(d_in=3, d_sae=4, seed=i), TrainConfig(n_steps=2), {"i": i}) for i in (0, 1)
+    ]
+    started = []
+
+    def start(run):
+        started.append(run.labels["i"])
+        return make_sae(run.sae)
+
+    table, saes = sweep(
+        runs, lambda run: [x[:8]] * 3, lambda sae, run: {"seed": sae.cfg.seed}, start=start,
+        progress=False,
+    )  # fmt: skip
+    assert started == [0, 1] and table["seed"].tolist() == [0, 1] == table["i"].tolist()
+    assert list(table.columns[:3]) == ["architecture", "d_sae", "i"] and "train_mse" in table
+    assert all(not sae.training for sae in saes)
+
+
+def test_evaluate_restores_the_mode_even_on_error():
+    from saelib.saes import inference
+
+    sae = make_sae(SAEConfig(d_in=3, d_sae=4))
+    evaluate(sae, torch.rand(5, 3))
+    assert sae.training  # evaluate codes in eval mode, then restores training mode
+    with pytest.raises(RuntimeError), inference(sae):
+        assert not sae.training
+        raise RuntimeError
+    assert sae.training
+    sae.eval()
+    evaluate(sae, torch.rand(5, 3))
+    assert not sae.training

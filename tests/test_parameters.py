@@ -51,3 +51,55 @@ def test_devices():
     assert resolve_device("auto") in ("cpu", "cuda")
     with pytest.raises(ValueError, match="parameter device='gpu' is not allowed: expected 'auto'"):
         resolve_device("gpu")
+
+
+def _write_schema(tmp_path, monkeypatch, text):
+    import saelib.parameters as P
+
+    (tmp_path / "toy.yaml").write_text(text)
+    monkeypatch.setattr(P, "SCHEMAS", tmp_path)
+
+
+SCHEMA = """
+parameters:
+  n: {type: int, low: 1}
+  batch: {type: int, low: 1, high: n}
+  ks: {type: list, item: int, low: 1}
+  device: {type: device}
+rules:
+  - check: max(ks) <= n
+    message: every k must be at most n
+"""
+
+
+def test_check_chapter_reads_the_schema(tmp_path, monkeypatch):
+    from saelib.parameters import check_chapter
+
+    _write_schema(tmp_path, monkeypatch, SCHEMA)
+    good = {"n": 8, "batch": 8, "ks": [2, 8], "device": "auto"}
+    assert check_chapter(good, "toy") == dict(good, device=resolve_device("auto"))
+    with pytest.raises(
+        ValueError, match=r"parameter batch=9 is not allowed: expected int in \[1, 8\]"
+    ):
+        check_chapter(dict(good, batch=9), "toy")  # a bound naming another parameter
+    with pytest.raises(ValueError, match=r"parameters \{'n': 8, 'ks': \[2, 9\]\}: every k must"):
+        check_chapter(dict(good, ks=[2, 9]), "toy")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['m'\]"):
+        check_chapter(dict(good, m=1), "toy")
+    with pytest.raises(ValueError, match=r"no parameter schema .*nope.yaml .*known: \['toy'\]"):
+        check_chapter(good, "nope")
+
+
+def test_every_notebook_has_a_schema_naming_its_parameters():
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from saelib.parameters import chapter_schema
+
+    for nb in sorted(Path(__file__).parents[1].glob("notebooks/[0-9][0-9]_*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+        names = set(yaml.safe_load("".join(params["source"]).replace(" = ", ": ")) or {})
+        assert names == set(chapter_schema(nb.stem)["parameters"]), nb.stem

@@ -212,3 +212,31 @@ def test_penalty_options_reach_the_loss():
     assert vals["l1"] == pytest.approx(losses.l1(f).item(), rel=1e-5)
     assert vals["l1_dec_norm"] == pytest.approx(2 * vals["l1"], rel=1e-5)
     assert vals["tanh"] < D_SAE
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"])
+def test_training_loss_equals_loss(arch):
+    """The trainer's loss is the SAE's own: on the sparse path (TopK, BatchTopK) the same
+    total and gradients as the dense ``loss``; elsewhere ``loss`` itself."""
+    kw = {"k": 3} if arch in ("topk", "batchtopk") else {}
+    kw |= {"mlp_hidden": (8,)} if arch == "mlp" else {}
+    sae = make_sae(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, **kw)).double()
+    x = torch.randn(16, D_IN, dtype=torch.float64)
+    dense = sae.loss(x, 0.1)
+    grads = torch.autograd.grad(dense.total, sae.W_dec)
+    fast = sae.training_loss(x, 0.1, sparse=True)
+    assert torch.allclose(fast.total, dense.total)
+    assert torch.allclose(torch.autograd.grad(fast.total, sae.W_dec)[0], grads[0])
+    assert torch.equal(fast.output.fired(), dense.output.fired())
+    assert torch.allclose(fast.output.l0(), dense.output.l0())
+    sparse_path = arch in ("topk", "batchtopk")
+    assert (fast.output.f is None) == sparse_path
+
+
+def test_needs_unit_decoder_for_plain_l1_only():
+    plain = [("relu", "l1"), ("mlp", "l1"), ("gated", "l1_dec_norm")]
+    for arch, penalty in plain + [("relu", "l1_dec_norm"), ("topk", "l1")]:
+        kw = {"k": 2} if arch == "topk" else {}
+        kw |= {"mlp_hidden": (8,)} if arch == "mlp" else {}
+        cfg = SAEConfig(d_in=4, d_sae=8, architecture=arch, sparsity_penalty=penalty, **kw)
+        assert make_sae(cfg).needs_unit_decoder == ((arch, penalty) in plain), (arch, penalty)

@@ -298,15 +298,6 @@ class LinearEncoderSAE(SAE):
         return _Affine.apply(x, b_dec, self.W_enc, self.b_enc)
 
     @torch.no_grad()
-    @property
-    def needs_unit_decoder(self) -> bool:
-        """True when the penalty ignores the decoder's norms (plain L1 on the codes).
-
-        Such an SAE must train with the unit-norm decoder: a free decoder would grow and
-        the codes shrink, and the penalty would vanish without any sparsity. Default False.
-        """
-        return False
-
     def init_encoder_from_decoder_(self) -> None:
         """Set ``W_enc = W_dec.T`` (Gao et al. 2024; Anthropic April 2024 update)."""
         if not self.cfg.tied:
