@@ -141,3 +141,6 @@ def test_value_at_reads_the_one_matching_row():
         value_at(table, "fvu", architecture="topk")
     with pytest.raises(ValueError, match=r"\(0 do\)"):
         value_at(table, "fvu", knob=4)
+    stacked = pd.concat([table.iloc[:1].assign(variant="a"), table.iloc[:1].assign(variant="b")])
+    stacked.loc[stacked["variant"] == "b", "fvu"] = 0.9  # a repeated index, as after a concat
+    assert value_at(stacked, "fvu", variant="b") == 0.9
