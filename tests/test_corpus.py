@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from saelib.files import sha256_file
 from saelib.lm import corpus, sources
 from saelib.lm import model as lm
 
@@ -85,3 +86,35 @@ def test_too_many_tokens_is_a_clear_error(tokenizer):
         corpus.build_corpus(
             tokenizer, n_ctx=64, n_tokens=10_000_000, sources=("vader",), cache=False
         )
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_debian_package_is_unpacked_once_and_recorded(tmp_path, monkeypatch):
+    import subprocess
+
+    build = tmp_path / "build"
+    (build / "DEBIAN").mkdir(parents=True)
+    (build / "DEBIAN" / "control").write_text(
+        "Package: saelibtest\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\n"
+        "Description: test\n"
+    )
+    (build / "usr" / "share").mkdir(parents=True)
+    (build / "usr" / "share" / "words").write_text("alpha\nbeta\n")
+    monkeypatch.setenv("SAELIB_CACHE", str(tmp_path / "cache"))
+    debs = tmp_path / "cache" / "downloads" / "deb"
+    debs.mkdir(parents=True)
+    deb = debs / "saelibtest_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(build), str(deb)], check=True, capture_output=True)
+    root, record = sources.fetch_deb("saelibtest")
+    assert (root / "usr" / "share" / "words").read_text() == "alpha\nbeta\n"
+    assert (root / ".from").read_text() == deb.name
+    assert not root.with_name("saelibtest.tmp").exists()
+    assert record == {
+        "kind": "debian",
+        "package": "saelibtest",
+        "version": "1.0",
+        "sha256": sha256_file(deb),
+    }
+    (root / "usr" / "share" / "words").write_text("changed")  # a second call does not unpack
+    assert sources.fetch_deb("saelibtest")[0] == root
+    assert (root / "usr" / "share" / "words").read_text() == "changed"

@@ -18,7 +18,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from saelib.files import sha256_file, write_text_atomic
+from saelib.files import atomic_path, sha256_file
 from saelib.validation import check_choice
 
 # name -> (PyPI project, version, sha256 of the sdist)
@@ -118,9 +118,9 @@ def fetch_deb(package: str) -> tuple[Path, dict]:
     if not stamp.is_file() or stamp.read_text() != deb.name:
         if shutil.which("dpkg-deb") is None:
             raise SourceUnavailable(f"Debian package {package}: dpkg-deb not found")
-        shutil.rmtree(root, ignore_errors=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        write_text_atomic(stamp, deb.name)
+        with atomic_path(root) as tmp:  # unpacked whole, stamped last, or not at all
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+            (tmp / ".from").write_text(deb.name)
     version = deb.name.split("_")[1].replace("%3a", ":")
     record = {"kind": "debian", "package": package, "version": version}
     return root, record | {"sha256": sha256_file(deb)}
