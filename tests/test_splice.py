@@ -109,8 +109,8 @@ def test_ce_loss_recovered_formula():
     [
         (dict(ablation="resample"), r"ablation must be one of \['zero', 'mean'\]"),
         (dict(ablation="mean"), "ablation='mean' needs mean"),
-        (dict(hook="blocks.7.hook_resid_post"), "is not a hook of tiny-llama"),
-        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(hook="blocks.7.hook_resid_post"), "hook must be a hook of tiny-llama"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_input(tiny_lm, tokens, kwargs, match):

@@ -19,9 +19,7 @@ mismatched or corrupted cache raises ``ValueError`` instead of being used.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +28,12 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from saelib.data import ShardedBatches
+from saelib.files import atomic_path, sha256_bytes, sha256_file, write_text_atomic
 from saelib.lm.model import LanguageModel, hook_layer
-from saelib.lm.sources import cache_dir, sha256_file
+from saelib.lm.site import Site
+from saelib.lm.sources import cache_dir
 from saelib.progress import progress_bar
+from saelib.validation import check_choice, check_int, is_int, require
 
 _FORMAT = 1
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -41,16 +42,10 @@ _KEY_FIELDS = ("format", "model", "hooks", "corpus_sha256", "n_seq", "n_ctx", "s
 _KEY_FIELDS += ("dtype", "d_model", "seqs_per_shard")
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)  # atomic: a crash leaves the old or the new manifest
-
-
 def default_directory(model: str, hooks: list[str], corpus_sha256: str, **settings) -> Path:
     """``<cache>/activations/<key>``: one folder per (model, hooks, corpus, settings)."""
     key = json.dumps([model, sorted(hooks), corpus_sha256, settings], sort_keys=True)
-    return cache_dir() / "activations" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "activations" / sha256_bytes(key)[:16]
 
 
 @dataclass
@@ -70,8 +65,7 @@ class ActivationCache:
 
     def paths(self, hook: str) -> list[Path]:
         """Shard files of ``hook``, in order."""
-        if hook not in self.hooks:
-            raise ValueError(f"hook must be one of the cached hooks {self.hooks}, got {hook!r}")
+        check_choice("hook", hook, self.hooks)
         return [self.directory / s["file"] for s in self.manifest["shards"][hook]]
 
     def batches(self, hook: str, batch_size: int, seed: int = 0) -> ShardedBatches:
@@ -96,6 +90,18 @@ class ActivationCache:
             return x
         return x[-max_rows:] if from_end else x[:max_rows]
 
+    def site(self, hook: str, max_rows: int = 8192, outlier_ratio: float | None = None) -> Site:
+        """The :class:`~saelib.lm.site.Site` of ``hook`` measured on its first ``max_rows`` rows.
+
+        The model and ``skip_first`` are the cache's; the scale (and, with
+        ``outlier_ratio``, the norm limit) come from ``Site.measure``.
+        """
+        x = self.load(hook, max_rows=max_rows)
+        skip = self.manifest["skip_first"]
+        return Site.measure(
+            self.manifest["model"], hook, x, skip_first=skip, outlier_ratio=outlier_ratio
+        )
+
 
 def harvest(
     lm: LanguageModel,
@@ -119,8 +125,7 @@ def harvest(
     settings raises ``ValueError``. ``directory`` defaults to :func:`default_directory`.
     """
     manifest = _new_manifest(lm, tokens, hooks, corpus_sha256, rows_per_shard, dtype, skip_first)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, low=1)
     if directory is None:
         keys = ("n_seq", "n_ctx", "dtype", "skip_first", "seqs_per_shard")
         settings = {k: manifest[k] for k in keys}
@@ -134,7 +139,7 @@ def harvest(
     directory.mkdir(parents=True, exist_ok=True)
     for hook in hooks:
         (directory / hook).mkdir(exist_ok=True)
-    _write_json(path, manifest)
+    _write_manifest(path, manifest)
 
     per, n_seq = manifest["seqs_per_shard"], manifest["n_seq"]
     n_shards = -(-n_seq // per)
@@ -149,7 +154,7 @@ def harvest(
                 _write_shard(directory, manifest, hook, i, acts[hook])
             manifest["n_tokens"] += acts[hooks[0]].shape[0]
             manifest["complete"] = i == n_shards - 1
-            _write_json(path, manifest)  # after the shards: the manifest never names a missing one
+            _write_manifest(path, manifest)  # after the shards: it never names a missing one
     finally:
         bar.close()
     return ActivationCache(directory, manifest)
@@ -169,48 +174,35 @@ def _forward(lm, chunk, hooks, stop, batch_size, skip_first, dtype, bar) -> dict
     return {hook: torch.cat(parts) for hook, parts in out.items()}
 
 
+def _write_manifest(path: Path, manifest: dict) -> None:
+    write_text_atomic(path, json.dumps(manifest, indent=1))  # the old one or the new one
+
+
 def _write_shard(directory: Path, manifest: dict, hook: str, i: int, x: Tensor) -> None:
     name = f"{hook}/shard_{i:05d}.safetensors"
-    tmp = directory / f"{name}.tmp"
-    save_file({"activations": x.contiguous()}, tmp)
-    os.replace(tmp, directory / name)
+    with atomic_path(directory / name) as tmp:
+        save_file({"activations": x.contiguous()}, tmp)
     entry = {"file": name, "rows": x.shape[0], "sha256": sha256_file(directory / name)}
     manifest["shards"][hook].append(entry)
 
 
 def _new_manifest(lm, tokens, hooks, corpus_sha256, rows_per_shard, dtype, skip_first) -> dict:
-    if tokens.dim() != 2 or tokens.dtype != torch.long:
-        raise ValueError(
-            f"tokens must be a long tensor [n_seq, n_ctx], got {tokens.dtype} {list(tokens.shape)}"
-        )
-    if not hooks or len(set(hooks)) != len(hooks):
-        raise ValueError(f"hooks must be a non-empty list of distinct hook names, got {hooks!r}")
-    known = lm.bridge.hook_dict
+    ok = tokens.dim() == 2 and tokens.dtype == torch.long
+    shown = f"{tokens.dtype} {list(tokens.shape)}"
+    require(ok, "tokens", shown, "a long tensor [n_seq, n_ctx]")
+    ok = bool(hooks) and len(set(hooks)) == len(hooks)
+    require(ok, "hooks", hooks, "a non-empty list of distinct hook names")
     for hook in hooks:
         hook_layer(hook)  # a block hook: the forward can stop after its block
-        if hook not in known:
-            raise ValueError(
-                f"hook {hook!r} is not a hook of {lm.name}; e.g. 'blocks.0.hook_resid_post'"
-            )
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        require(hook in lm.bridge.hook_dict, "hook", hook, f"a hook of {lm.name}")
+    check_choice("dtype", dtype, list(DTYPES))
     n_seq, n_ctx = tokens.shape
-    if (
-        isinstance(skip_first, bool)
-        or not isinstance(skip_first, int)
-        or not 0 <= skip_first < n_ctx
-    ):
-        raise ValueError(f"skip_first must be an integer in [0, n_ctx={n_ctx}), got {skip_first!r}")
+    check_int("skip_first", skip_first, low=0, high=n_ctx - 1)
     per_seq = n_ctx - skip_first
-    if (
-        isinstance(rows_per_shard, bool)
-        or not isinstance(rows_per_shard, int)
-        or rows_per_shard < per_seq
-    ):
-        raise ValueError(
-            f"rows_per_shard must be an integer >= the rows of one sequence ({per_seq}), "
-            f"got {rows_per_shard!r}"
-        )
+    ok = is_int(rows_per_shard) and rows_per_shard >= per_seq
+    require(
+        ok, "rows_per_shard", rows_per_shard, f"an integer >= the rows of one sequence ({per_seq})"
+    )
     return {
         "format": _FORMAT,
         "model": lm.name,

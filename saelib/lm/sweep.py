@@ -1,172 +1,176 @@
 """Train and score SAEs on cached language-model activations: reconstruction and downstream loss.
 
-    scorer = LMScorer(lm, hook, x_eval, ce_tokens, scale=activation_scale(x_train))
-    table, saes = train_runs(runs, lambda run: scorer.scaled(cache.batches(hook, 512)), scorer)
+    site = train_cache.site(hook)                       # scale (and norm limit) measured once
+    scorer = LMScorer(lm, site, eval_cache.load(hook), ce_tokens)
+    data = scorer.scaled(train_cache.batches(hook, 512))
+    table, saes = sweep(runs, lambda run: data, scorer.score)   # saelib.evaluation.sweep
 
-Activations are multiplied by one constant ``scale`` so that ``E ||s x||^2 = d_in`` (the
-"expected average" normalisation of Anthropic's April 2024 update and SAELens); the SAEs
-train and code in that unit, and reconstructions are divided by ``scale`` before they are
-spliced into the model. FVU is unchanged by the scaling; L1 coefficients are in its unit.
+The SAEs train and code in the site's unit (``Site.prepare``: raw activations times one
+constant ``scale``, so that ``E ||s x||^2 = d_in``); reconstructions are restored to the
+raw unit before they are spliced into the model. FVU is unchanged by the scaling; L1
+coefficients are in its unit.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import torch
 from torch import Tensor
 
-from saelib import metrics
-from saelib.evaluation import Run, evaluate
+from saelib.coding.ito import sae_ito
+from saelib.evaluation import Run, evaluate, metrics_row
 from saelib.lm.model import LanguageModel
-from saelib.lm.splice import next_token_loss, spliced_losses
-from saelib.progress import progress_bar
-from saelib.saes import SAE, make_sae
-from saelib.training import Trainer
-
-
-def activation_scale(x: Tensor) -> float:
-    """``s`` with ``mean_n ||s x_n||^2 = d_in`` for ``x [n, d_in]``."""
-    mean_sq = x.double().pow(2).sum(-1).mean().item()
-    if mean_sq == 0:
-        raise ValueError("x is all zeros: no activation scale")
-    return (x.shape[-1] / mean_sq) ** 0.5
-
-
-def norm_limit(x: Tensor, ratio: float) -> float:
-    """``ratio`` times the median token norm of ``x [n, d_in]``.
-
-    Deep in Llama-family models a few tokens per text (attention sinks besides position 0)
-    have norms ~100x the median: 0.1-0.5% of SmolLM2's tokens from block 13 on carry ~65%
-    of the variance. An SAE trained on them spends itself on those directions and scales
-    every other token down; tokens above this limit are left out of training and scoring.
-    """
-    if not ratio > 0:
-        raise ValueError(f"ratio must be positive, got {ratio!r}")
-    return ratio * x.double().norm(dim=-1).median().item()
-
-
-def _within(x: Tensor, max_norm: float | None) -> Tensor:
-    return x if max_norm is None else x[x.norm(dim=-1) <= max_norm]
+from saelib.lm.site import Site
+from saelib.lm.splice import Reconstruct, next_token_loss, sae_reconstruction, spliced_losses
+from saelib.saes import SAE
+from saelib.training import TrainConfig
+from saelib.validation import require
 
 
 class ScaledBatches:
-    """``batches`` (with ``iter_from``, e.g. ``ShardedBatches``) multiplied by ``scale``;
-    rows whose raw norm is above ``max_norm`` are dropped (batches shrink accordingly)."""
+    """Raw ``batches`` (with ``iter_from``, e.g. ``ShardedBatches``) in ``site``'s unit.
 
-    def __init__(self, batches, scale: float, max_norm: float | None = None):
-        self.batches, self.scale, self.max_norm = batches, scale, max_norm
+    Rows above the site's ``max_norm`` are dropped (batches shrink accordingly), the rest
+    are prepared (multiplied by ``scale``).
+    """
+
+    def __init__(self, batches, site: Site):
+        self.batches, self.site = batches, site
 
     def __iter__(self) -> Iterator[Tensor]:
         return self.iter_from(0)
 
     def iter_from(self, step: int) -> Iterator[Tensor]:
-        return (_within(x, self.max_norm) * self.scale for x in self.batches.iter_from(step))
+        site = self.site
+        return (site.prepare(site.inliers(x)) for x in self.batches.iter_from(step))
 
 
 class LMScorer:
-    """Scores reconstructions at one hook: FVU and sparsity on ``x_eval``, losses on tokens.
+    """Scores reconstructions at one site: FVU and sparsity on ``x_eval``, losses on tokens.
 
-    ``x_eval [n, d_in]`` are raw (unscaled) held-out activations at ``hook``;
-    ``ce_tokens [n_seq, n_ctx]`` are the sequences the spliced loss is measured on. The
-    clean and the zero-ablated losses are computed once here. ``max_norm`` (see
-    :func:`norm_limit`): tokens above it are left out of ``x_eval`` and of training
-    (:meth:`scaled`), and the splice passes them through unchanged.
+    ``x_eval [n, d_in]`` are raw (unscaled) held-out activations at ``site.hook``; tokens
+    above ``site.max_norm`` are left out of them. ``ce_tokens [n_seq, n_ctx]`` are the
+    sequences the spliced loss is measured on, from position ``site.skip_first`` on; the
+    splice passes the tokens above ``max_norm`` through unchanged. The clean and the
+    zero-ablated losses are computed once here.
     """
 
     def __init__(
         self,
         lm: LanguageModel,
-        hook: str,
+        site: Site,
         x_eval: Tensor,
         ce_tokens: Tensor,
-        scale: float,
         *,
-        skip_first: int = 0,
         batch_size: int = 8,
-        max_norm: float | None = None,
     ):
-        self.max_norm = max_norm
-        x_eval = _within(x_eval, max_norm)
-        self.lm, self.hook, self.x_eval, self.tokens = lm, hook, x_eval, ce_tokens
-        self.scale, self.skip_first, self.batch_size = scale, skip_first, batch_size
-        kw = dict(skip_first=skip_first, batch_size=batch_size)
+        require(site.model == lm.name, "site.model", site.model, f"the model's name {lm.name!r}")
+        self.lm, self.site, self.tokens, self.batch_size = lm, site, ce_tokens, batch_size
+        self.x_eval = site.inliers(x_eval)
+        kw = dict(skip_first=site.skip_first, batch_size=batch_size)
         self.clean = next_token_loss(lm, ce_tokens, **kw)
-        self.ablated = next_token_loss(lm, ce_tokens, hook, torch.zeros_like, **kw)
+        self.ablated = next_token_loss(lm, ce_tokens, site.hook, torch.zeros_like, **kw)
 
     def scaled(self, batches) -> ScaledBatches:
-        return ScaledBatches(batches, self.scale, self.max_norm)
+        """Raw training ``batches`` in the site's unit, outliers dropped."""
+        return ScaledBatches(batches, self.site)
 
-    def reconstruction(self, sae: SAE) -> Callable[[Tensor], Tensor]:
-        """Raw ``x [n, d_in] -> x_hat`` through ``sae`` in the scaled unit (eval mode)."""
-        param = next(sae.parameters())
+    def reconstruction(self, sae: SAE) -> Reconstruct:
+        """Raw ``x [n, d_in] -> x_hat`` through ``sae`` in the site's unit (inference mode)."""
+        return self.site.raw_reconstruction(sae_reconstruction(sae))
 
-        @torch.no_grad()
-        def reconstruct(x: Tensor) -> Tensor:
-            was_training = sae.training
-            sae.eval()
-            x_hat = sae((x * self.scale).to(param.device, param.dtype)).x_hat
-            sae.train(was_training)
-            x_hat = (x_hat / self.scale).to(x.device, x.dtype)
-            if self.max_norm is None:
-                return x_hat
-            return torch.where(x.norm(dim=-1, keepdim=True) > self.max_norm, x, x_hat)
-
-        return reconstruct
-
-    def losses(self, reconstruct: Callable[[Tensor], Tensor]) -> dict[str, float]:
+    def losses(self, reconstruct: Reconstruct) -> dict[str, float]:
         """``delta_loss``, ``ce_loss_recovered`` and the three losses of ``reconstruct``."""
         return spliced_losses(
             self.lm,
             self.tokens,
-            self.hook,
+            self.site.hook,
             reconstruct,
             clean=self.clean,
             ablated=self.ablated,
-            skip_first=self.skip_first,
+            skip_first=self.site.skip_first,
             batch_size=self.batch_size,
         )
 
-    def score(self, sae: SAE) -> dict[str, float]:
-        """``evaluate`` metrics on the scaled ``x_eval`` plus the spliced losses."""
-        row = evaluate(sae, self.x_eval * self.scale)
+    def score(self, sae: SAE, run: Run | None = None) -> dict[str, float]:
+        """``evaluate`` metrics on the prepared ``x_eval`` plus the spliced losses.
+
+        ``run`` is not used: it lets ``scorer.score`` be the ``score`` of
+        ``saelib.evaluation.sweep``.
+        """
+        row = evaluate(sae, self.site.prepare(self.x_eval))
         row.update(self.losses(self.reconstruction(sae)))
         return row
 
-    def score_codes(self, codes: Tensor, x_hat: Tensor, reconstruct) -> dict[str, float]:
-        """Metrics of any coder (e.g. SAE+ITO): ``codes``/``x_hat`` on the scaled ``x_eval``."""
-        row = {
-            "fvu": metrics.fvu(self.x_eval * self.scale, x_hat),
-            "l0": metrics.l0(codes),
-            "dead_fraction": metrics.dead_fraction(codes),
-            "dense_fraction": metrics.dense_fraction(codes, 0.1),
-        }
+    def score_codes(self, codes: Tensor, x_hat: Tensor, reconstruct: Reconstruct) -> dict:
+        """Metrics of any coder (e.g. SAE+ITO): ``codes [n, d_sae]`` and ``x_hat [n, d_in]``
+        of the prepared ``x_eval`` (``saelib.evaluation.metrics_row``), plus the losses of
+        ``reconstruct`` (raw ``x -> x_hat``) spliced in."""
+        row = metrics_row(self.site.prepare(self.x_eval), x_hat, codes)
         row.update(self.losses(reconstruct))
         return row
 
 
-def train_runs(
-    runs: Sequence[Run],
-    batches: Callable[[Run], Iterable[Tensor]],
+def train_config(sparsity_coeff: float = 0.0, *, n_steps: int, lr: float, **kw) -> TrainConfig:
+    """The training recipe of the language-model chapters, as a ``TrainConfig``.
+
+    The learning rate decays over the last fifth of the ``n_steps`` steps, the sparsity
+    coefficient warms up over the first tenth, ``b_dec`` starts at the data mean; ``kw``
+    sets any other field (``aux_k``, ``dead_after_tokens``, ``device``).
+    """
+    recipe = dict(
+        lr_decay_steps=n_steps // 5, sparsity_warmup_steps=n_steps // 10, init_b_dec="mean"
+    )
+    return TrainConfig(n_steps=n_steps, lr=lr, sparsity_coeff=sparsity_coeff, **(recipe | kw))
+
+
+def ito_table(
     scorer: LMScorer,
-    *,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, list[SAE]]:
-    """Train every run, score it with ``scorer``; one table row and one SAE per run."""
-    rows, saes = [], []
-    bar = progress_bar(progress, runs, desc="sweep")
-    for run in bar:
-        bar.set_postfix(architecture=run.sae.architecture, **run.labels)
-        start = time.perf_counter()
-        sae = make_sae(run.sae)
-        history = Trainer(sae, replace(run.train, progress=False)).fit(batches(run))
-        row = {"architecture": run.sae.architecture, "d_sae": run.sae.d_sae, **run.labels}
-        row.update(scorer.score(sae))
-        row.update({f"train_{k}": v for k, v in history[-1].items() if k != "step"})
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        saes.append(sae.eval())
-    return pd.DataFrame(rows), saes
+    table: pd.DataFrame,
+    saes: list[SAE],
+    architecture: str = "topk",
+    solver: str = "gradient_pursuit",
+) -> pd.DataFrame:
+    """SAE+ITO: each ``architecture`` SAE of a sweep's ``table`` with ``solver`` as encoder.
+
+    ``saes`` are the sweep's SAEs, one per row of ``table``; for each of the given
+    architecture (a TopK: its ``knob`` is k), ``solver`` (``saelib.coding.ito.sae_ito``)
+    codes the prepared ``x_eval`` on the SAE's decoder at L0 = k, and the splice uses the
+    same solver. One row per SAE: ``architecture`` ("<architecture>+ITO"), ``knob`` and
+    the scores of :meth:`LMScorer.score_codes`.
+    """
+    require(len(saes) == len(table), "saes", len(saes), f"one SAE per table row ({len(table)})")
+    x = scorer.site.prepare(scorer.x_eval)
+    rows = []
+    for (_, row), sae in zip(table.iterrows(), saes, strict=True):
+        if row["architecture"] != architecture:
+            continue
+        k = int(row["knob"])
+        result = sae_ito(sae, x, solver, l0=k)
+        reconstruct = scorer.site.raw_reconstruction(_ito_code(sae, solver, k))
+        scores = scorer.score_codes(result.codes, result.x_hat, reconstruct)
+        rows.append({"architecture": f"{architecture}+ITO", "knob": k, **scores})
+    return pd.DataFrame(rows)
+
+
+def _ito_code(sae: SAE, solver: str, l0: int) -> Callable[[Tensor], Tensor]:
+    return lambda x: sae_ito(sae, x, solver, l0=l0).x_hat
+
+
+def value_at(table: pd.DataFrame, column: str, **where) -> float:
+    """``column`` of the one row of ``table`` whose columns equal ``where``.
+
+    ``value_at(table, "fvu", architecture="topk", knob=8)``; no match or several raise.
+    """
+    mask = pd.Series(True, index=table.index)
+    for name, value in where.items():
+        mask &= table[name] == value
+    require(
+        int(mask.sum()) == 1,
+        "where",
+        where,
+        f"a condition that one row of the table meets ({int(mask.sum())} do)",
+    )
+    return float(table.loc[mask, column].iloc[0])
