@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from saelib.toys.dictionaries import firing_probabilities, random_dictionary
-from saelib.toys.hedging import hedging_toy, predicted_hedging
+from saelib.toys.hedging import hedging_toy, eigenvector_hedging
 from saelib.toys.synthetic import ROLES, SyntheticConfig, SyntheticData, feature_roles
 
 N_STAT = 200_000  # samples for frequency checks: 5 sigma of a rate near 0.5 is about 0.0056
@@ -379,18 +379,18 @@ def test_hedging_errors(kwargs, match):
         hedging_toy(**kwargs, generator=0)
 
 
-def test_predicted_hedging_is_the_top_eigenvector_ratio():
+def test_eigenvector_hedging_is_the_top_eigenvector_ratio():
     # Parent on in 4 rows, child in 1 of them: E[c c^T] = [[1, q], [q, q]] with q = 1/4, whose top
     # eigenvalue is ((1 + q) + sqrt((1 - q)^2 + 4 q^2)) / 2 and eigenvector ratio (lambda - 1) / q.
     codes = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
     q = 0.25
     lam = (1 + q + math.sqrt((1 - q) ** 2 + 4 * q * q)) / 2
-    assert predicted_hedging(codes) == pytest.approx((lam - 1) / q, abs=1e-12)  # 0.30278
-    assert predicted_hedging(torch.tensor([[2.0, 0.0], [3.0, 0.0]])) == 0.0  # child never fires
+    assert eigenvector_hedging(codes) == pytest.approx((lam - 1) / q, abs=1e-12)  # 0.30278
+    assert eigenvector_hedging(torch.tensor([[2.0, 0.0], [3.0, 0.0]])) == 0.0  # child never fires
     with pytest.raises(ValueError, match=r"codes must be \[n, 2\]"):
-        predicted_hedging(torch.ones(3, 3))
+        eigenvector_hedging(torch.ones(3, 3))
     with pytest.raises(ValueError, match="codes must be with a parent sample"):
-        predicted_hedging(torch.zeros(3, 2))
+        eigenvector_hedging(torch.zeros(3, 2))
 
 
 def test_feature_roles_follow_the_layout():

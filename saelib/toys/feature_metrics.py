@@ -10,6 +10,8 @@ Pure functions on a true dictionary ``[n_true, d]`` and a learned one ``[n_learn
   al. 2024, "A is for Absorption").
 - ``hedging``: how much of a child's direction a parent's latent carries (Chanin et al.
   2025, "Feature hedging").
+- ``composite_kinds``: which kinds of feature pair (co-occurring, parent-child, ...) the
+  composites of several SAEs merge.
 - ``nearest_neighbour_cos``: each atom's largest |cos| to another atom (the quantity the
   orthogonality penalty pushes down).
 """

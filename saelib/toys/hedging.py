@@ -2,7 +2,7 @@
 
 A parent feature and a child that fires only with it. An SAE with one latent for the two
 hedges: the latent's atom leans towards the child by the ratio the top eigenvector of the
-codes' second moment predicts (``predicted_hedging``).
+codes' second moment predicts (``eigenvector_hedging``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def hedging_toy(
     return SyntheticBatch(codes @ dictionary, codes, dictionary)
 
 
-def predicted_hedging(codes: Tensor) -> float:
+def eigenvector_hedging(codes: Tensor) -> float:
     """The hedging a one-latent SAE should show on ``codes [n, 2]`` (parent, child).
 
     On the samples where the parent fires, the MSE-optimal single direction is the top
