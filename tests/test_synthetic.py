@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from saelib.toys.dictionaries import firing_probabilities, random_dictionary
-from saelib.toys.hedging import hedging_toy, eigenvector_hedging
+from saelib.toys.hedging import eigenvector_hedging, hedging_toy
 from saelib.toys.synthetic import ROLES, SyntheticConfig, SyntheticData, feature_roles
 
 N_STAT = 200_000  # samples for frequency checks: 5 sigma of a rate near 0.5 is about 0.0056
