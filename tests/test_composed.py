@@ -6,14 +6,12 @@ import pytest
 import torch
 
 from saelib.toys.composed import composed_sets
-from saelib.toys.synthetic import composed_features
 
 
 def test_two_by_two_in_two_dims_is_the_post_layout():
     toy = composed_sets(100, d=2, generator=0)
-    assert torch.equal(
-        toy.batch.dictionary, composed_features(10, d=2, generator=0).batch.dictionary
-    )
+    post = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # x1, x2, y1, y2
+    assert torch.equal(toy.batch.dictionary, post)
     assert toy.composed_pairs.tolist() == [[0, 2], [0, 3], [1, 2], [1, 3]]
     assert torch.allclose(toy.batch.x, toy.batch.codes @ toy.batch.dictionary)
 
@@ -72,7 +70,7 @@ def test_deterministic_and_seed_dependent():
 
 @pytest.mark.parametrize(
     "kw,match",
-    [({"n_sets": 1}, "n_sets must be an int >= 2"), ({"d": 1}, "d must be an int >= 2"),
+    [({"n_sets": 1}, "n_sets must be an integer >= 2"), ({"d": 1}, "d must be an integer >= 2"),
      ({"correlation": -0.5}, r"correlation must be a number in \[0, 1\]"),
      ({"one_hot_fraction": 2}, "one_hot_fraction must be"), ({"set_size": 0}, "set_size")],
 )  # fmt: skip

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from scipy.optimize import nnls
 
 from saelib.toys.feature_metrics import (
+    PAIR_KINDS,
     absorption,
+    composite_kinds,
     composites,
     hedging,
     nearest_neighbour_cos,
@@ -170,3 +172,16 @@ def test_pair_kinds():
     got = pair_kinds(torch.tensor([[1, 4]]), torch.tensor([[2, 3]]), torch.tensor([0]),
                      torch.tensor([[1, 4]]))  # fmt: skip
     assert got == ["siblings"]
+
+
+def test_composite_kinds_counts_over_dictionaries():
+    # True features 0..3 in 4-d: (0, 1) co-occur, 2 is the parent of 3. The first learned
+    # dictionary merges the pair and the parent with its child; the second only the pair.
+    true = torch.eye(4)
+    pair_01, pc_23 = unit(torch.tensor([1.0, 1.0, 0, 0])), unit(torch.tensor([0, 0, 1.0, 0.5]))
+    first = torch.stack([pair_01, pc_23, true[0], true[3]])
+    second = torch.stack([pair_01, true[2]])
+    got = composite_kinds(true, [first, second], torch.tensor([[0, 1]]), torch.tensor([2]),
+                          torch.tensor([[3]]))  # fmt: skip
+    assert got == {"co-occurring": 2, "parent-child": 1, "siblings": 0, "unrelated": 0}
+    assert tuple(got) == PAIR_KINDS

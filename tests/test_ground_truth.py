@@ -1,5 +1,6 @@
 """Tests for saelib.toys.ground_truth: scores of SAEs built on known dictionaries."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -7,9 +8,16 @@ from saelib.data import TensorBatches
 from saelib.evaluation import Run
 from saelib.saes import SAEConfig
 from saelib.toys.composed import composed_sets
-from saelib.toys.ground_truth import Truth, score, train_and_score
+from saelib.toys.ground_truth import (
+    Truth,
+    fixed_decoder_objective,
+    gap_rows,
+    score,
+    train_and_score,
+    variant_runs,
+)
 from saelib.toys.synthetic import SyntheticConfig, SyntheticData
-from saelib.toys.true_solution import sae_with_dictionary
+from saelib.toys.true_solution import objective, sae_with_dictionary
 from saelib.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,12 +52,53 @@ def test_hierarchy_scores_of_the_exact_sae():
     assert row["hedging_abs"] < 1e-5 and row["fvu"] < 1e-8
 
 
+def test_score_leaves_the_mode_as_it_was():
+    sae = sae_with_dictionary(CFG, TOY.batch.dictionary)
+    for training in (True, False):
+        sae.train(training)
+        score(sae, TRUTH, 0.1)
+        assert sae.training is training
+
+
 def test_train_and_score_rows_and_start():
     runs = [Run(CFG, TrainConfig(n_steps=20, sparsity_coeff=0.1), {"seed": s}) for s in (0, 1)]
     table, saes = train_and_score(runs, lambda r: TensorBatches(TOY.batch.x, 64), TRUTH)
     assert list(table["seed"]) == [0, 1] and len(saes) == 2
     assert {"fvu", "l0", "mmcs", "composite_fraction", "objective"} <= set(table.columns)
+    assert {"train_mse", "seconds"} <= set(table.columns)  # the sweep's own columns
+    assert not any(sae.training for sae in saes)  # the sweep returns them in eval mode
+    objectives = [objective(sae, TOY.batch.x, 0.1)["total"] for sae in saes]
+    assert table["objective"].tolist() == objectives
     start = sae_with_dictionary(CFG, TOY.batch.dictionary)
     _, (trained,) = train_and_score(runs[:1], lambda r: TensorBatches(TOY.batch.x, 64), TRUTH,
                                     start=lambda r: start)  # fmt: skip
     assert trained is start
+
+
+def test_variant_runs_are_seed_major_with_labels():
+    train = TrainConfig(n_steps=5)
+    variants = {"plain": (CFG, train), "wide": (SAEConfig(d_in=2, d_sae=8, seed=7), train)}
+    runs = variant_runs(variants, [3, 4])
+    assert [r.labels for r in runs] == [
+        {"variant": v, "seed": s} for s in (3, 4) for v in ("plain", "wide")
+    ]
+    assert [(r.sae.d_sae, r.sae.seed) for r in runs] == [(4, 3), (8, 3), (4, 4), (8, 4)]
+    assert all(r.train is train for r in runs)
+
+
+def test_gap_rows_relative_to_the_reference():
+    table = pd.DataFrame({"objective": [0.5, 0.8], "mmcs": [0.9, 1.0], "fvu": [0.1, 0.2]})
+    rows = gap_rows(table, 0.4, ["mmcs"], solution="found", l1=0.1)
+    assert rows == [
+        {"solution": "found", "l1": 0.1, "objective": 0.5, "gap": pytest.approx(0.25), "mmcs": 0.9},
+        {"solution": "found", "l1": 0.1, "objective": 0.8, "gap": pytest.approx(1.0), "mmcs": 1.0},
+    ]
+
+
+def test_fixed_decoder_objective_keeps_the_dictionary():
+    run = Run(CFG, TrainConfig(n_steps=30, sparsity_coeff=0.1))
+    sae, obj = fixed_decoder_objective(
+        run, TOY.composed, lambda r: TensorBatches(TOY.batch.x, 64), TOY.batch.x
+    )
+    assert torch.allclose(sae.W_dec, TOY.composed)
+    assert obj == objective(sae, TOY.batch.x, 0.1)["total"]

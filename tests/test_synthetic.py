@@ -1,4 +1,5 @@
-"""Tests for saelib.toys.synthetic: determinism, layout, firing rates within binomial bounds."""
+"""Tests for saelib.toys.dictionaries, .synthetic and .hedging: determinism, layout, firing rates
+within binomial bounds, the hedging toy and its prediction."""
 
 import dataclasses
 import math
@@ -6,14 +7,9 @@ import math
 import pytest
 import torch
 
-from saelib.toys.synthetic import (
-    SyntheticConfig,
-    SyntheticData,
-    composed_features,
-    firing_probabilities,
-    hedging_toy,
-    random_dictionary,
-)
+from saelib.toys.dictionaries import firing_probabilities, random_dictionary
+from saelib.toys.hedging import eigenvector_hedging, hedging_toy
+from saelib.toys.synthetic import ROLES, SyntheticConfig, SyntheticData, feature_roles
 
 N_STAT = 200_000  # samples for frequency checks: 5 sigma of a rate near 0.5 is about 0.0056
 
@@ -127,7 +123,7 @@ def test_zipf_capping_happens_for_large_mean_active():
     "kwargs, match",
     [
         (dict(n_features=0), "n_features"),
-        (dict(n_features=4, kind="powerlaw"), r"kind must be one of \('uniform', 'zipf'\)"),
+        (dict(n_features=4, kind="powerlaw"), r"kind must be one of \['uniform', 'zipf'\]"),
         (dict(n_features=4, mean_active=0.0), r"mean_active must be a number in \(0, "),
         (dict(n_features=4, mean_active=5.0), "mean_active"),
         (dict(n_features=4, kind="zipf", zipf_exponent=-1.0), "zipf_exponent"),
@@ -149,7 +145,7 @@ def test_firing_probability_errors(kwargs, match):
         (dict(d=0), "d must be"),
         (dict(mean_active=0), "mean_active"),
         (dict(mean_active=17.0), "mean_active"),
-        (dict(frequency="pareto"), r"frequency must be one of \('uniform', 'zipf'\), got 'pareto'"),
+        (dict(frequency="pareto"), r"frequency must be one of \['uniform', 'zipf'\], got 'pareto'"),
         (dict(zipf_exponent=-0.5), "zipf_exponent"),
         (dict(magnitude="lognormal"), "magnitude must be one of"),
         (dict(magnitude_scale=0.0), "magnitude_scale"),
@@ -349,75 +345,6 @@ def test_coherence_reaches_the_data_dictionary():
     assert mean_offdiag((coherent @ coherent.T).abs()) > mean_offdiag((plain @ plain.T).abs()) + 0.3
 
 
-# ---------------------------------------------------------------- composed features
-
-
-def test_composed_directions_for_d2_are_evenly_spread():
-    toy = composed_features(10, d=2, generator=0)
-    D = toy.batch.dictionary
-    assert_close(D[0], -D[1])  # x1, x2 antipodal
-    assert_close(D[2], -D[3])  # y1, y2 antipodal
-    assert abs(D[0] @ D[2]) < 1e-7
-    assert_close(toy.composed[0], torch.tensor([1.0, 1.0]) / math.sqrt(2))
-
-
-@pytest.mark.parametrize("d", [2, 7])
-@pytest.mark.parametrize("fraction", [0.0, 0.75])
-def test_composed_has_one_x_and_one_y_except_one_hot(d, fraction):
-    n = 4000
-    toy = composed_features(n, d=d, one_hot_fraction=fraction, generator=1)
-    codes, D = toy.batch.codes, toy.batch.dictionary
-    assert codes.shape == (n, 4) and D.shape == (4, d) and toy.composed.shape == (4, d)
-    assert_close(D.norm(dim=1), torch.ones(4))
-    x_count, y_count = (codes[:, :2] > 0).sum(1), (codes[:, 2:] > 0).sum(1)
-    assert x_count.max() <= 1 and y_count.max() <= 1
-    both = (x_count == 1) & (y_count == 1)
-    one_hot = (x_count + y_count) == 1
-    assert (both | one_hot).all()
-    assert one_hot.sum() == round(fraction * n)
-    assert ((codes >= 0) & (codes <= 1)).all()
-    assert_close(toy.batch.x, codes @ D)
-    sums = D[[0, 0, 1, 1]] + D[[2, 3, 2, 3]]
-    assert_close(toy.composed, sums / sums.norm(dim=1, keepdim=True))
-
-
-def test_composed_magnitude_correlation_follows_the_knob():
-    corrs = []
-    for r in [-0.9, -0.4, 0.0, 0.5, 0.9]:
-        codes = composed_features(20_000, correlation=r, generator=2).batch.codes
-        mags = torch.stack([codes[:, :2].sum(1), codes[:, 2:].sum(1)])
-        corr = torch.corrcoef(mags)[0, 1].item()
-        # Gaussian copula with uniform margins: Pearson = (6 / pi) arcsin(r / 2).
-        assert corr == pytest.approx(6 / math.pi * math.asin(r / 2), abs=0.03)
-        assert mags.mean().item() == pytest.approx(0.5, abs=0.01)
-        corrs.append(corr)
-    assert corrs == sorted(corrs)
-    codes = composed_features(100, correlation=1.0, generator=2).batch.codes
-    assert_close(codes[:, :2].sum(1), codes[:, 2:].sum(1))
-
-
-def test_composed_determinism():
-    a = composed_features(100, d=5, correlation=0.3, one_hot_fraction=0.2, generator=9)
-    b = composed_features(100, d=5, correlation=0.3, one_hot_fraction=0.2, generator=9)
-    c = composed_features(100, d=5, correlation=0.3, one_hot_fraction=0.2, generator=10)
-    assert torch.equal(a.batch.x, b.batch.x) and torch.equal(a.composed, b.composed)
-    assert not torch.equal(a.batch.x, c.batch.x)
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(n=0), "n must be"),
-        (dict(n=10, d=1), "d must be"),
-        (dict(n=10, correlation=1.5), "correlation"),
-        (dict(n=10, one_hot_fraction=-0.1), "one_hot_fraction"),
-    ],
-)
-def test_composed_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        composed_features(**kwargs, generator=0)
-
-
 # ---------------------------------------------------------------- hedging toy
 
 
@@ -450,6 +377,30 @@ def test_hedging_toy_determinism():
 def test_hedging_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hedging_toy(**kwargs, generator=0)
+
+
+def test_eigenvector_hedging_is_the_top_eigenvector_ratio():
+    # Parent on in 4 rows, child in 1 of them: E[c c^T] = [[1, q], [q, q]] with q = 1/4, whose top
+    # eigenvalue is ((1 + q) + sqrt((1 - q)^2 + 4 q^2)) / 2 and eigenvector ratio (lambda - 1) / q.
+    codes = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    q = 0.25
+    lam = (1 + q + math.sqrt((1 - q) ** 2 + 4 * q * q)) / 2
+    assert eigenvector_hedging(codes) == pytest.approx((lam - 1) / q, abs=1e-12)  # 0.30278
+    assert eigenvector_hedging(torch.tensor([[2.0, 0.0], [3.0, 0.0]])) == 0.0  # child never fires
+    with pytest.raises(ValueError, match=r"codes must be \[n, 2\]"):
+        eigenvector_hedging(torch.ones(3, 3))
+    with pytest.raises(ValueError, match="codes must be with a parent sample"):
+        eigenvector_hedging(torch.zeros(3, 2))
+
+
+def test_feature_roles_follow_the_layout():
+    config = SyntheticConfig(n_features=10, n_parents=2, children_per_parent=1, correlated_pairs=2)
+    roles = feature_roles(SyntheticData(config))
+    assert (
+        roles.tolist()
+        == ["parent"] * 2 + ["child"] * 2 + ["co-occurring pair"] * 4 + ["independent"] * 2
+    )
+    assert set(roles) <= set(ROLES)
 
 
 def test_generator_type_is_checked():

@@ -1,8 +1,8 @@
 """Composed-features toys: sets of mutually exclusive features, one active per set.
 
-Generalises ``saelib.toys.synthetic.composed_features`` (two sets of two, Anders et al. 2024,
-"Sparse autoencoders find composed features in small toy models") to ``n_sets`` sets of
-``set_size`` features, so a chapter can vary the number of features. Layout: feature
+Two sets of two is the toy of Anders et al. (2024), "Sparse autoencoders find composed
+features in small toy models"; ``n_sets`` sets of ``set_size`` features let a chapter vary
+the number of features. Layout: feature
 ``s * set_size + m`` is member ``m`` of set ``s``; codes ``[n, n_sets * set_size]``,
 dictionary ``[n_sets * set_size, d]`` with unit rows, ``x = codes @ dictionary``.
 """
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saelib.toys.synthetic import Seed, SyntheticBatch, random_dictionary
-from saelib.validation import is_int, is_real, require
+from saelib.toys.dictionaries import TINY, Seed, SyntheticBatch, as_generator, random_dictionary
+from saelib.validation import check_int, check_real
 
 
 class ComposedSets(NamedTuple):
@@ -51,20 +51,19 @@ def composed_sets(
     magnitudes of a sample equal). Exactly ``round(one_hot_fraction * n)`` random samples keep
     only one set (chosen uniformly). Directions: with ``d = 2``, two sets of two, the
     mutually exclusive features are antipodal (x1 = e1, x2 = -e1, y1 = e2, y2 = -e2), as in
-    the post and ``composed_features``; otherwise random unit atoms
-    (``saelib.toys.synthetic.random_dictionary``) drawn from ``dictionary_seed``, not from
+    the post; otherwise random unit atoms
+    (``saelib.toys.dictionaries.random_dictionary``) drawn from ``dictionary_seed``, not from
     ``generator``: training and evaluation sets drawn with different generators share the
     dictionary.
     """
-    for name, value, lo in (("n", n, 1), ("n_sets", n_sets, 2), ("set_size", set_size, 1),
-                            ("d", d, 2)):  # fmt: skip
-        require(is_int(value) and value >= lo, name, value, f"an int >= {lo}")
-    ok = is_real(correlation) and 0 <= correlation <= 1
-    require(ok, "correlation", correlation, "a number in [0, 1]")
-    require(is_int(dictionary_seed), "dictionary_seed", dictionary_seed, "an int")
-    ok = is_real(one_hot_fraction) and 0 <= one_hot_fraction <= 1
-    require(ok, "one_hot_fraction", one_hot_fraction, "a number in [0, 1]")
-    g = torch.Generator().manual_seed(generator) if is_int(generator) else generator
+    check_int("n", n, 1)
+    check_int("n_sets", n_sets, 2)
+    check_int("set_size", set_size, 1)
+    check_int("d", d, 2)
+    check_real("correlation", correlation, 0, 1)
+    check_int("dictionary_seed", dictionary_seed)
+    check_real("one_hot_fraction", one_hot_fraction, 0, 1)
+    g = as_generator(generator)
     n_features = n_sets * set_size
     if d == 2 and n_sets == 2 and set_size == 2:
         dictionary = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
@@ -84,7 +83,7 @@ def composed_sets(
 def _codes(n: int, n_sets: int, set_size: int, r: float, one_hot: float, g) -> Tensor:
     z0 = torch.randn(n, 1, generator=g)
     z = math.sqrt(r) * z0 + math.sqrt(1 - r) * torch.randn(n, n_sets, generator=g)
-    mags = torch.special.ndtr(z).clamp_min(torch.finfo(torch.float32).tiny)  # [n, n_sets]
+    mags = torch.special.ndtr(z).clamp_min(TINY)  # [n, n_sets]
     keep = torch.ones(n, n_sets, dtype=torch.bool)
     lone = torch.randperm(n, generator=g)[: round(one_hot * n)]
     keep[lone] = False

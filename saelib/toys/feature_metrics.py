@@ -10,19 +10,25 @@ Pure functions on a true dictionary ``[n_true, d]`` and a learned one ``[n_learn
   al. 2024, "A is for Absorption").
 - ``hedging``: how much of a child's direction a parent's latent carries (Chanin et al.
   2025, "Feature hedging").
+- ``composite_kinds``: which kinds of feature pair (co-occurring, parent-child, ...) the
+  composites of several SAEs merge.
 - ``nearest_neighbour_cos``: each atom's largest |cos| to another atom (the quantity the
   orthogonality penalty pushes down).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saelib.validation import is_real, require
+from saelib.validation import check_real, require
+
+PairKind = Literal["co-occurring", "parent-child", "siblings", "unrelated"]
+PAIR_KINDS: tuple[str, ...] = get_args(PairKind)
 
 
 class Composites(NamedTuple):
@@ -88,8 +94,8 @@ def composites(
     strongly coherent dictionaries). Cost ``O(n_learned * candidates^2)``.
     """
     t, l = _same_width(true_dict, learned_dict)
-    for name, v in (("single_threshold", single_threshold), ("pair_threshold", pair_threshold)):
-        require(is_real(v) and 0 < v <= 1, name, v, "a number in (0, 1]")
+    check_real("single_threshold", single_threshold, 0, 1, open_low=True)
+    check_real("pair_threshold", pair_threshold, 0, 1, open_low=True)
     if alive is None:
         alive = torch.ones(l.shape[0], dtype=torch.bool)
     require(alive.shape == (l.shape[0],), "alive", list(alive.shape), f"[{l.shape[0]}] bool")
@@ -213,12 +219,12 @@ def hedging(
     return torch.where(alpha > 1e-9, beta / alpha.clamp_min(1e-9), float("nan")).float()
 
 
-def pair_kinds(pair: Tensor, pairs: Tensor, parents: Tensor, children: Tensor) -> list[str]:
+def pair_kinds(pair: Tensor, pairs: Tensor, parents: Tensor, children: Tensor) -> list[PairKind]:
     """Name the relation of each true-feature pair ``pair [m, 2]`` (rows of -1 are skipped):
 
     ``"co-occurring"`` (a row of ``pairs [K, 2]``), ``"parent-child"``, ``"siblings"``
-    (children of one parent, from ``parents [P]``, ``children [P, C]``), else ``"unrelated"``.
-    Returns one name per row with a pair, in order.
+    (children of one parent, from ``parents [P]``, ``children [P, C]``), else ``"unrelated"``
+    (``PAIR_KINDS``). Returns one name per row with a pair, in order.
     """
     linked = {frozenset(p) for p in pairs.tolist()}
     family = {frozenset((p, c)) for p, row in zip(parents.tolist(), children.tolist(), strict=True)
@@ -234,3 +240,24 @@ def pair_kinds(pair: Tensor, pairs: Tensor, parents: Tensor, children: Tensor) -
             else "siblings" if key in sibs else "unrelated"
         )  # fmt: skip
     return names
+
+
+def composite_kinds(
+    true_dict: Tensor,
+    learned_dicts: Iterable[Tensor],
+    pairs: Tensor,
+    parents: Tensor,
+    children: Tensor,
+) -> dict[str, int]:
+    """How many composite latents of ``learned_dicts`` mix each kind of true-feature pair.
+
+    For each learned dictionary, the composites of :func:`composites` (default thresholds)
+    and the relation of their two true features (:func:`pair_kinds`), counted over all of
+    them; every kind of ``PAIR_KINDS`` is a key, in that order.
+    """
+    counts = dict.fromkeys(PAIR_KINDS, 0)
+    for learned in learned_dicts:
+        comp = composites(true_dict, learned)
+        for kind in pair_kinds(comp.pair[comp.is_composite], pairs, parents, children):
+            counts[kind] += 1
+    return counts

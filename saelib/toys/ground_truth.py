@@ -3,16 +3,19 @@
     truth = Truth(dictionary=D, x_eval=x, codes_eval=c)       # what we know about the data
     table, saes = train_and_score(runs, lambda run: batches, truth)
 
-One row per run: its labels, ``evaluate``'s metrics (FVU, L0, dead fraction, MMCS, ...),
-and the feature-level measures of ``saelib.toys.feature_metrics`` (composite fraction, mean
-nearest-neighbour cosine, and with a hierarchy, absorption and hedging), plus the value of
-the SAE's own training objective on the evaluation set.
+One row per run (``saelib.evaluation.sweep``): its labels, ``evaluate``'s metrics (FVU, L0,
+dead fraction, MMCS, ...), the feature-level measures of ``saelib.toys.feature_metrics``
+(composite fraction, mean nearest-neighbour cosine, and with a hierarchy, absorption and
+hedging), the value of the SAE's own training objective on the evaluation set, and the
+sweep's ``train_*`` and ``seconds`` columns. ``variant_runs`` builds the runs of a comparison
+of named variants; ``gap_rows`` and ``fixed_decoder_objective`` compare trained SAEs with an
+SAE whose decoder is fixed to a known dictionary.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -20,11 +23,11 @@ import torch
 from torch import Tensor
 
 from saelib import metrics
-from saelib.evaluation import Run, evaluate
-from saelib.saes import SAE, make_sae
+from saelib.evaluation import Run, evaluate, sweep
+from saelib.saes import SAE, SAEConfig, inference
 from saelib.toys import feature_metrics as fm
-from saelib.toys.true_solution import objective
-from saelib.training import Trainer
+from saelib.toys.true_solution import objective, true_feature_sae
+from saelib.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,11 @@ def score(sae: SAE, truth: Truth, sparsity_coeff: float) -> dict[str, float]:
     ``mmcs_composed`` is the MMCS of the composed directions against those latents;
     ``objective`` is ``mse + sparsity_coeff * sparsity`` (without any orthogonality term);
     ``absorption``/``hedging`` average over parent-child pairs (``hedging_abs``: of |hedging|).
+    The SAE's mode (train or eval) is left as it was.
     """
     row = evaluate(sae, truth.x_eval, true_dictionary=truth.dictionary)
-    sae.eval()
-    f = torch.cat([sae.encode(c) for c in truth.x_eval.split(8192)])
-    sae.train()
+    with inference(sae):
+        f = torch.cat([sae.encode(c) for c in truth.x_eval.split(8192)])
     W = sae.W_dec.detach().cpu()  # [d_sae, d]
     alive = (f != 0).any(0).cpu()
     row["composite_fraction"] = fm.composites(truth.dictionary, W, alive=alive).fraction
@@ -84,17 +87,54 @@ def train_and_score(
     *,
     start: Callable[[Run], SAE] | None = None,
 ) -> tuple[pd.DataFrame, list[SAE]]:
-    """Train each run on ``batches(run)`` and ``score`` it; return the table and the SAEs.
+    """``saelib.evaluation.sweep`` of ``runs`` scored by :func:`score` against ``truth``.
 
     ``start(run)`` may supply the SAE to train from (e.g. one initialised at the true
-    dictionary); by default a fresh ``make_sae(run.sae)``. Progress bars are off.
+    dictionary); by default a fresh ``make_sae(run.sae)``. No progress bar. Returns the
+    table and the SAEs (in eval mode).
     """
-    rows, saes = [], []
-    for run in runs:
-        sae = make_sae(run.sae) if start is None else start(run)
-        Trainer(sae, replace(run.train, progress=False)).fit(batches(run))
-        row = {"architecture": run.sae.architecture, "d_sae": run.sae.d_sae, **run.labels}
-        row.update(score(sae, truth, run.train.sparsity_coeff))
-        rows.append(row)
-        saes.append(sae)
-    return pd.DataFrame(rows), saes
+
+    def scored(sae: SAE, run: Run) -> dict[str, float]:
+        return score(sae, truth, run.train.sparsity_coeff)
+
+    return sweep(runs, batches, scored, start=start, progress=False)
+
+
+def variant_runs(
+    variants: Mapping[str, tuple[SAEConfig, TrainConfig]], seeds: Iterable[int]
+) -> list[Run]:
+    """The runs comparing named variants over seeds: seed-major, variants in order.
+
+    Each ``name: (sae, train)`` gives ``Run(replace(sae, seed=s), train, {"variant": name,
+    "seed": s})`` for every seed ``s``.
+    """
+    return [
+        Run(replace(sae, seed=s), train, {"variant": name, "seed": s})
+        for s in seeds
+        for name, (sae, train) in variants.items()
+    ]
+
+
+def fixed_decoder_objective(
+    run: Run, dictionary: Tensor, batches: Callable[[Run], Iterable[Tensor]], x_eval: Tensor
+) -> tuple[SAE, float]:
+    """The best SAE of ``run`` with its decoder fixed to ``dictionary``, and its objective.
+
+    ``true_feature_sae(run.sae, dictionary, run.train, batches(run))``, and its training
+    objective (``true_solution.objective``, total) on ``x_eval`` at ``run``'s sparsity coefficient.
+    """
+    sae = true_feature_sae(run.sae, dictionary, run.train, batches(run))
+    return sae, objective(sae, x_eval, run.train.sparsity_coeff)["total"]
+
+
+def gap_rows(table: pd.DataFrame, reference: float, columns: Sequence[str], **labels) -> list[dict]:
+    """One row per run of ``table``: ``labels``, its objective, and the ``gap`` to ``reference``.
+
+    ``gap = objective / reference - 1`` (below 0: a lower objective than the reference SAE's),
+    followed by the run's ``columns``.
+    """
+    return [
+        {**labels, "objective": row["objective"], "gap": row["objective"] / reference - 1,
+         **{c: row[c] for c in columns}}
+        for _, row in table.iterrows()
+    ]  # fmt: skip

@@ -1,0 +1,59 @@
+"""The parameter schemas of chapters 03 and 04: the notebooks' defaults pass, broken rules fail."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from saelib.parameters import check_chapter
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def defaults(chapter: str) -> dict:
+    """The values of the chapter's ``parameters`` cell."""
+    cells = json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), {}, namespace)  # noqa: S102 - the repository's own notebook
+    return namespace
+
+
+@pytest.mark.parametrize("chapter", ["03_toy_composition", "04_correlated_features"])
+def test_defaults_pass(chapter):
+    params = check_chapter(defaults(chapter), chapter)
+    assert params["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"shapes": ["2x3", "3by3"]}, "shapes must be strings"),
+        ({"shapes": ["1x3"]}, "shapes must be strings"),
+        ({"shapes": ["2x3x1"]}, "shapes must be strings"),
+        ({"topk_k": 5}, "topk_k must be at most d_sae"),
+        ({"correlations": [0.5, 1.0]}, "correlations must contain 0.0"),
+        ({"dims": [8, 32]}, "dims 2"),
+        ({"l1": 0.2}, "l1_coeffs must contain the value of l1"),
+        ({"lr": 0.002}, "lrs the value of lr"),
+        ({"wide": [1]}, r"parameter wide=\[1\] is not allowed"),
+    ],
+)
+def test_chapter_03_rules(change, match):
+    with pytest.raises(ValueError, match=match):
+        check_chapter(defaults("03_toy_composition") | change, "03_toy_composition")
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"l1": 0.3}, "l1_sweep must contain the value of l1"),
+        ({"ortho_powers": [2.0, 3.0]}, "a linear"),
+        ({"ortho_powers": [1.0]}, "a linear"),
+        ({"widths": [0.5, 0.75]}, "one width below 1 and one above"),
+        ({"n_features": 4}, r"parameter n_features=4 is not allowed"),
+    ],
+)
+def test_chapter_04_rules(change, match):
+    with pytest.raises(ValueError, match=match):
+        check_chapter(defaults("04_correlated_features") | change, "04_correlated_features")
