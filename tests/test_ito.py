@@ -384,7 +384,7 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("fn", [ito.fista, ito.gradient_pursuit, ito.matching_pursuit])
+@pytest.mark.parametrize("fn", [ito.ista, ito.fista, ito.gradient_pursuit, ito.matching_pursuit])
 def test_unknown_keyword_is_a_type_error(fn):
     with pytest.raises(TypeError, match="max_iters"):
         fn(D0, X0, 2, max_iters=3)

@@ -53,19 +53,7 @@ def lasso_objective(D: Tensor, x: Tensor, codes: Tensor, l1: float, *, bias=None
     return _objective(D, centre(x, bias), codes, l1)
 
 
-def ista(
-    D: Tensor,
-    x: Tensor,
-    l1: float,
-    *,
-    nonneg: bool = False,
-    max_iter: int = 500,
-    tol: float = 1e-6,
-    bias: Tensor | None = None,
-    chunk_size: int = 4096,
-    init: Tensor | None = None,
-    return_history: bool = False,
-) -> ITOResult:
+def ista(D: Tensor, x: Tensor, l1: float, **options) -> ITOResult:
     """ISTA, iterative shrinkage-thresholding (Daubechies, Defrise & De Mol 2004): O(1/k).
 
     The problem, the step and the stopping rule are in the module docstring.
@@ -75,15 +63,14 @@ def ista(
     D : Tensor of shape (n_atoms, d), float32 or float64
     x : Tensor of shape (batch, d), with D's dtype and device
     l1 : float >= 0
-    nonneg : bool
-    max_iter : int >= 1
-    tol : float >= 0
-    bias : Tensor of shape (d,) or None
-    chunk_size : int >= 1, rows solved at once
-    init : Tensor of shape (batch, n_atoms) or None, warm start (default zeros)
-    return_history : bool, record the objective of every iterate in ``ITOResult.history``
+    options : keywords, with their defaults:
+        ``nonneg=False``; ``max_iter=500`` (int >= 1); ``tol=1e-6`` (float >= 0);
+        ``bias=None`` (Tensor of shape (d,)); ``chunk_size=4096`` (int >= 1, rows solved at
+        once); ``init=None`` (Tensor of shape (batch, n_atoms), the warm start, default
+        zeros); ``return_history=False`` (record the objective of every iterate in
+        ``ITOResult.history``).
     """
-    args = (l1, nonneg, max_iter, tol, bias, chunk_size, init, return_history)
+    args = _lasso_args(l1, **options)
     _check_lasso(D, x, *args)
     return _lasso_impl(D, x, *args, momentum=False, restart=False)
 
@@ -91,8 +78,7 @@ def ista(
 def fista(D: Tensor, x: Tensor, l1: float, *, restart: bool = True, **options) -> ITOResult:
     """FISTA: ISTA with Nesterov momentum (Beck & Teboulle 2009, SIAM J. Imaging Sci.): O(1/k^2).
 
-    Takes :func:`ista`'s arguments (``options``: ``nonneg``, ``max_iter``, ``tol``, ``bias``,
-    ``chunk_size``, ``init``, ``return_history``, with the same defaults) and ``restart``.
+    Takes :func:`ista`'s arguments (``options``, with the same defaults) and ``restart``.
     With ``restart`` (default), a sample's momentum is reset whenever it points against the
     last step, ``<y_{k-1} - c_k, c_k - c_{k-1}> > 0`` (the gradient scheme of O'Donoghue &
     Candes 2015, "Adaptive restart for accelerated gradient schemes"): one dot product per
@@ -115,7 +101,7 @@ def _lasso_args(
     init: Tensor | None = None,
     return_history: bool = False,
 ) -> tuple:
-    """:func:`ista`'s keyword arguments with its defaults, as the tuple the solvers pass on."""
+    """The lasso solvers' keyword arguments with their defaults, as the tuple passed on."""
     return l1, nonneg, max_iter, tol, bias, chunk_size, init, return_history
 
 

@@ -209,12 +209,14 @@ def _omp_chunk(D, inv_norm, x, l0, nonneg, history):
     return S.scatter(c), S.idx, hist
 
 
-def _gp_chunk(D, inv_norm, x, l0, nonneg, history):
-    b = x.shape[0]
-    S = _Support(D, b, l0)
-    c = x.new_zeros(b, l0)  # coefficients in support order
+def _start(D: Tensor, x: Tensor, l0: int, history: bool) -> tuple:
+    """An empty support, zero coefficients ``[b, l0]``, the residual ``x`` and its history."""
     r = x.clone()
-    hist = [r.norm(dim=1)] if history else None
+    return _Support(D, len(x), l0), x.new_zeros(len(x), l0), r, [r.norm(dim=1)] if history else None
+
+
+def _gp_chunk(D, inv_norm, x, l0, nonneg, history):
+    S, c, r, hist = _start(D, x, l0, history)  # c: coefficients in support order
     for s in range(l0):
         corr = r @ D.T  # [b, n_atoms]: minus the gradient of 0.5 ||r||^2
         S.add(s, _select(corr, inv_norm, S.taken, nonneg))
@@ -238,11 +240,7 @@ def _gp_chunk(D, inv_norm, x, l0, nonneg, history):
 
 
 def _mp_chunk(D, inv_norm, x, l0, nonneg, history):
-    b = x.shape[0]
-    S = _Support(D, b, l0)
-    c = x.new_zeros(b, l0)  # the increment of each step; an atom can recur
-    r = x.clone()
-    hist = [r.norm(dim=1)] if history else None
+    S, c, r, hist = _start(D, x, l0, history)  # c: the increment of each step (atoms can recur)
     for s in range(l0):
         corr = r @ D.T  # [b, n_atoms]
         j = _select(corr, inv_norm, None, nonneg)
