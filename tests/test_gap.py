@@ -1,6 +1,8 @@
 """Chapter 02's experiment (coding.gap, coding.gap_views) and its figures (plotting)."""
 
+import json
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib
@@ -14,9 +16,11 @@ import torch  # noqa: E402
 from saelib.coding import cost, gap, gap_views  # noqa: E402
 from saelib.coding.lasso import fista  # noqa: E402
 from saelib.metrics import mcc  # noqa: E402
+from saelib.parameters import check_chapter  # noqa: E402
 from saelib.plotting import amortisation as plots  # noqa: E402
 from saelib.toys.synthetic import SyntheticConfig, SyntheticData  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 EXP = gap.GapExperiment(
     n_steps=12, batch_size=32, lr=1e-3, sparsity_coeffs=[0.3], solver_coeffs=[0.1, 1.0],
     mlp_hidden_one=[8], mlp_hidden_two=[8, 8], solver_max_iter=20, sc_rounds=[1, 2],
@@ -166,3 +170,21 @@ def test_figures_draw_on_the_given_axes(settings):
     assert len(ax.lines) == 2 and len(ax.collections) == len(points)
     plt.close("all")
     assert math.isfinite(best["mcc"].sum())
+
+
+def chapter_defaults() -> dict:
+    """The parameters cell of notebooks/02_amortisation_gap.ipynb, executed."""
+    nb = json.loads((ROOT / "notebooks/02_amortisation_gap.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)  # noqa: S102
+    return {k: v for k, v in namespace.items() if k != "__builtins__"}
+
+
+def test_the_schema_accepts_the_chapter_defaults_and_names_a_broken_rule():
+    params = check_chapter(chapter_defaults(), "02_amortisation_gap")
+    assert params["device"] in ("cpu", "cuda") and gap.GapExperiment.from_params(params)
+    with pytest.raises(ValueError, match="snapshot step must come before the end"):
+        check_chapter(chapter_defaults() | {"n_steps": 1000}, "02_amortisation_gap")
+    with pytest.raises(ValueError, match=r"topk_l0s=\[2, 128\] is not allowed"):
+        check_chapter(chapter_defaults() | {"topk_l0s": [2, 128]}, "02_amortisation_gap")

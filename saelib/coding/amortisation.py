@@ -114,7 +114,8 @@ def set_dictionary_(sae, dictionary: Tensor, bias: Tensor | None = None) -> None
     if bias is None:
         bias = torch.zeros_like(sae.b_dec)
     ok = isinstance(bias, Tensor) and bias.shape == sae.b_dec.shape
-    require(ok, "bias", bias, f"None or a tensor of shape {list(sae.b_dec.shape)}")
+    shown = bias.shape if isinstance(bias, Tensor) else type(bias).__name__
+    require(ok, "bias", shown, f"None or a tensor of shape {list(sae.b_dec.shape)}")
     with torch.no_grad():
         sae.W_dec.copy_(dictionary)
         sae.b_dec.copy_(bias)
