@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from saelib import flops
+from saelib.coding import cost
 from saelib.coding.amortisation import (
     EncoderFitConfig,
     code_regression_loss,
+    encoder_training,
     fit_encoder,
     set_dictionary_,
     snapshots,
@@ -42,16 +43,45 @@ def test_config_rejects_bad_values_by_name(kwargs, name):
         EncoderFitConfig(**kwargs)
 
 
-def test_set_dictionary_copies_and_freezes():
+def test_set_dictionary_copies():
     sae = make_sae(SAEConfig(d_in=6, d_sae=12))
     D = random_dictionary(12, 6, generator=3)
+    with torch.no_grad():
+        sae.b_dec.fill_(1.0)
     set_dictionary_(sae, D)
     assert torch.equal(sae.W_dec, D) and torch.equal(sae.b_dec, torch.zeros(6))
-    assert not sae.W_dec.requires_grad and not sae.b_dec.requires_grad
-    with pytest.raises(ValueError, match="dictionary must be a tensor of shape"):
+    assert sae.W_dec.requires_grad and sae.b_dec.requires_grad  # copying does not freeze
+    set_dictionary_(sae, D, bias=torch.arange(6.0))
+    assert torch.equal(sae.b_dec, torch.arange(6.0))
+    with pytest.raises(ValueError, match=r"dictionary must be a tensor of shape \[12, 6\]"):
         set_dictionary_(sae, D.T)
-    with pytest.raises(ValueError, match="must not be tied"):
-        set_dictionary_(make_sae(SAEConfig(d_in=6, d_sae=12, tied=True)), D)
+    with pytest.raises(ValueError, match=r"bias must be None or a tensor of shape \[6\]"):
+        set_dictionary_(sae, D, bias=torch.zeros(5))
+
+
+@pytest.mark.parametrize("train_b_dec", [False, True])
+def test_encoder_training_freezes_the_decoder_then_restores(train_b_dec):
+    sae = make_sae(SAEConfig(d_in=6, d_sae=12))
+    sae.b_dec.requires_grad_(False)  # restored as it was, not forced on
+    sae.eval()
+    with encoder_training(sae, train_b_dec=train_b_dec):
+        assert sae.training and not sae.W_dec.requires_grad
+        assert not sae.b_dec.requires_grad  # frozen, or left as it was (off)
+        assert sae.W_enc.requires_grad and sae.b_enc.requires_grad
+    assert not sae.training and sae.W_dec.requires_grad and not sae.b_dec.requires_grad
+    with pytest.raises(RuntimeError), encoder_training(sae):
+        raise RuntimeError  # restored on an error too
+    assert not sae.training and sae.W_dec.requires_grad
+
+
+def test_encoder_training_refuses_a_tied_sae():
+    sae = make_sae(SAEConfig(d_in=6, d_sae=12, tied=True))
+    with pytest.raises(ValueError, match="sae.cfg.tied must be False"), encoder_training(sae):
+        pass
+    D = random_dictionary(12, 6, generator=3)
+    with pytest.raises(ValueError, match="sae.cfg.tied must be False"):
+        fit_encoder(sae, torch.randn(8, 6), D, EncoderFitConfig(n_steps=1))
+    assert not torch.equal(sae.W_dec, D)  # refused before the copy
 
 
 def test_fit_encoder_argument_errors():
@@ -129,6 +159,7 @@ def test_fit_is_deterministic_and_calls_back_every_step():
         runs.append((losses, sae.encode(batch.x).detach()))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     assert steps[:20] == [(s, False) for s in range(1, 21)]  # in eval mode, counted from 1
+    assert sae.training  # the mode it had before the fit
 
 
 def test_snapshots_see_the_trainer_after_exactly_that_many_steps():
@@ -142,7 +173,7 @@ def test_snapshots_see_the_trainer_after_exactly_that_many_steps():
     )
     trainer.fit(stream)
     assert seen == [(1, 1, False), (4, 4, False), (8, 8, False)]
-    with pytest.raises(ValueError, match="at_steps must be ints >= 1"):
+    with pytest.raises(ValueError, match="at_steps must be integers >= 1"):
         snapshots([], [0], print)
 
 
@@ -170,13 +201,13 @@ def test_encoder_fit_flops_match_torch_counter(name, setting):
         return
     with FlopCounterMode(display=False) as counter:
         fit_encoder(sae, batch.x, batch.dictionary, fit_cfg, codes)
-    assert counter.get_total_flops() == flops.encoder_fit_flops(cfg, 2, 16, setting)
+    assert counter.get_total_flops() == cost.encoder_fit_flops(cfg, 2, 16, setting)
 
 
 def test_encoder_fit_flops_hand_computed_and_validated():
     cfg = SAEConfig(d_in=6, d_sae=12)
     # encoder 2 * (2*6*12) (no input gradient) + decoder 2 * (2*12*6) per sample
-    assert flops.encoder_fit_flops(cfg, 3, 4, "known_dictionary") == 3 * 4 * (288 + 288)
-    assert flops.encoder_fit_flops(cfg, 3, 4, "known_codes") == 3 * 4 * 288
+    assert cost.encoder_fit_flops(cfg, 3, 4, "known_dictionary") == 3 * 4 * (288 + 288)
+    assert cost.encoder_fit_flops(cfg, 3, 4, "known_codes") == 3 * 4 * 288
     with pytest.raises(ValueError, match="setting must be one of"):
-        flops.encoder_fit_flops(cfg, 3, 4, "known")
+        cost.encoder_fit_flops(cfg, 3, 4, "known")

@@ -359,26 +359,35 @@ ERRORS = [
     (ito.fista, (D0.long(), X0, 0.1), {}, "D must be float32 or float64"),
     (ito.fista, (D0[:, :0], X0[:, :0], 0.1), {}, "D must be non-empty"),
     (ito.fista, (D0, X0[:, :5], 0.1), {}, r"x must be of shape \[batch, d=6\]"),
-    (ito.fista, (D0, X0.float(), 0.1), {}, "x must have D's dtype and device"),
-    (ito.fista, (D0, X0 * float("nan"), 0.1), {}, "x contains NaN or inf"),
-    (ito.fista, (D0, X0, -0.1), {}, "l1 must be a finite number >= 0"),
-    (ito.fista, (D0, X0, float("inf")), {}, "l1 must be a finite number >= 0"),
-    (ito.ista, (D0, X0, 0.1), {"max_iter": 0}, "max_iter must be an int >= 1"),
-    (ito.ista, (D0, X0, 0.1), {"tol": -1.0}, "tol must be a finite number >= 0"),
+    (ito.fista, (D0, X0.float(), 0.1), {}, "x must be of D's dtype and device"),
+    (ito.fista, (D0, X0 * float("nan"), 0.1), {}, "x must be finite, got 'NaN or inf'"),
+    (ito.fista, (D0, X0, -0.1), {}, "l1 must be a number >= 0"),
+    (ito.fista, (D0, X0, float("inf")), {}, "l1 must be a number >= 0"),
+    (ito.ista, (D0, X0, 0.1), {"max_iter": 0}, "max_iter must be an integer >= 1, got 0"),
+    (ito.ista, (D0, X0, 0.1), {"tol": -1.0}, "tol must be a number >= 0"),
     (ito.ista, (D0, X0, 0.1), {"nonneg": 1}, "nonneg must be True or False"),
     (ito.ista, (D0, X0, 0.1), {"init": X0}, r"init must be None or of shape \[batch, n_atoms\]"),
     (ito.fista, (D0, X0, 0.1), {"restart": None}, "restart must be True or False"),
-    (ito.fista, (D0, X0, 0.1), {"chunk_size": 0}, "chunk_size must be an int >= 1"),
+    (ito.fista, (D0, X0, 0.1), {"chunk_size": 0}, "chunk_size must be an integer >= 1"),
     (ito.fista, (D0, X0, 0.1), {"bias": X0[0, :5]}, r"bias must be None or of shape \[d=6\]"),
     (ito.fista, (D0, X0, 0.1), {"return_history": "y"}, "return_history must be True or False"),
-    (ito.omp, (D0, X0, 0), {}, r"l0 must be an int in \[1, 6\]"),
-    (ito.omp, (D0, X0, 7), {}, r"l0 must be an int in \[1, 6\]"),
-    (ito.omp, (D0, X0, 2.0), {}, r"l0 must be an int in \[1, 6\]"),
-    (ito.gradient_pursuit, (D0, X0, 11), {}, r"l0 must be an int in \[1, 10\]"),
+    (ito.omp, (D0, X0, 0), {}, r"l0 must be an integer in \[1, 6\]"),
+    (ito.omp, (D0, X0, 7), {}, r"l0 must be an integer in \[1, 6\]"),
+    (ito.omp, (D0, X0, 2.0), {}, r"l0 must be an integer in \[1, 6\]"),
+    (ito.gradient_pursuit, (D0, X0, 11), {}, r"l0 must be an integer in \[1, 10\]"),
     (ito.gradient_pursuit, (D0, X0, 3), {"nonneg": "no"}, "nonneg must be True or False"),
-    (ito.matching_pursuit, (D0, X0, 0), {}, "l0 must be an int >= 1"),
+    (ito.matching_pursuit, (D0, X0, 0), {}, "l0 must be an integer >= 1"),
     (ito.lasso_objective, (D0, X0, X0, 0.1), {}, r"codes must be of shape \[batch, n_atoms\]"),
+    (ito.omp, (D0.tolist(), X0, 2), {}, r"D must be a 2-D tensor \[n_atoms, d\], got \[\["),
+    (ito.gradient_pursuit, (D0, X0, 3), {"chunk_size": 0}, "chunk_size must be an integer >= 1"),
+    (ito.matching_pursuit, (D0, X0, 3), {"return_history": 1}, "return_history must be True or"),
 ]
+
+
+@pytest.mark.parametrize("fn", [ito.ista, ito.fista, ito.gradient_pursuit, ito.matching_pursuit])
+def test_unknown_keyword_is_a_type_error(fn):
+    with pytest.raises(TypeError, match="max_iters"):
+        fn(D0, X0, 2, max_iters=3)
 
 
 @pytest.mark.parametrize(("fn", "args", "kwargs", "match"), ERRORS)
@@ -392,9 +401,9 @@ def test_sae_ito_errors():
     x = X0.float()
     with pytest.raises(ValueError, match="solver must be one of"):
         ito.sae_ito(sae, x, "lars", l0=2)
-    with pytest.raises(ValueError, match="bias must not be given"):
+    with pytest.raises(ValueError, match="bias must be not given"):
         ito.sae_ito(sae, x, "omp", l0=2, bias=sae.b_dec)
-    with pytest.raises(ValueError, match="sae must have a tensor attribute W_dec"):
+    with pytest.raises(ValueError, match="sae must be an SAE with a tensor attribute W_dec"):
         ito.sae_ito(object(), x, "omp", l0=2)
-    with pytest.raises(ValueError, match="x must have D's dtype"):
+    with pytest.raises(ValueError, match="x must be of D's dtype"):
         ito.sae_ito(sae, X0, "omp", l0=2)

@@ -46,9 +46,11 @@ def test_true_feature_sae_keeps_the_decoder_and_lowers_the_objective():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"dictionary must be \[d_sae=4, d_in=2\]"):
+    with pytest.raises(
+        ValueError, match=r"dictionary must be a tensor of shape \[4, 2\] \[d_sae, d_in\]"
+    ):
         sae_with_dictionary(CFG, torch.eye(2))
-    with pytest.raises(ValueError, match="cfg.tied must be False"):
+    with pytest.raises(ValueError, match="sae.cfg.tied must be False"):
         true_feature_sae(
             SAEConfig(d_in=2, d_sae=4, tied=True), TOY.batch.dictionary,
             TrainConfig(n_steps=1), TensorBatches(TOY.batch.x, 128),

@@ -1,9 +1,11 @@
 """Sparse codes without a trained encoder, and encoders fitted to a known answer.
 
-``ito``: inference-time optimisation on a fixed dictionary (ISTA, FISTA, OMP, gradient and
-matching pursuit; ``sae_ito`` on a trained SAE's decoder). ``sparse_coding``: dictionary
+``problem``: what every ITO solver shares (``ITOResult``, checks, chunks). ``lasso``: ISTA and
+FISTA. ``pursuit``: OMP, gradient and matching pursuit. ``ito``: every solver by name
+(``SOLVERS``) and ``sae_ito`` on a trained SAE's decoder. ``sparse_coding``: dictionary
 learning by alternating ITO and a decoder step. ``amortisation``: encoders fitted against a
-known dictionary or known codes, and an SAE measured along one training run.
+known dictionary or known codes, and an SAE measured along one training run. ``cost``: the
+FLOPs of all of these. ``gap``, ``gap_views``: chapter 02's amortisation-gap experiment.
 """
 
 from saelib.coding.amortisation import EncoderFitConfig, fit_encoder

@@ -18,14 +18,16 @@ dictionary error and inference error with three settings:
 - both unknown (c): ordinary SAE training, ``saelib.training``.
 
 :func:`fit_encoder` runs (a) and (b) for any saelib SAE with its own encoder (ReLU, TopK,
-JumpReLU, MLP, ...; not tied, whose encoder is the decoder). The decoder is set in place and
-frozen, so the SAE afterwards decodes with the true dictionary. The FLOPs of a fit are
-``saelib.flops.encoder_fit_flops``.
+JumpReLU, MLP, ...; not tied, whose encoder is the decoder). The decoder is set in place
+(:func:`set_dictionary_`) and frozen for the fit (:func:`encoder_training`, which
+``saelib.toys.true_solution`` also uses with the Trainer), so the SAE afterwards decodes with
+the true dictionary. The FLOPs of a fit are ``saelib.coding.cost.encoder_fit_flops``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -33,16 +35,21 @@ import torch
 from torch import Tensor
 
 from saelib.progress import progress_bar
-from saelib.validation import is_int, is_positive, is_real, require
+from saelib.saes import inference
+from saelib.saes.base import AFFINE_ENCODERS
+from saelib.validation import check_choice, check_int, check_real, is_int, require
 
 Setting = Literal["known_dictionary", "known_codes"]
 SETTINGS: tuple[str, ...] = get_args(Setting)
-CODE_REGRESSION_ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "mlp")
+CODE_REGRESSION_ARCHITECTURES = (*AFFINE_ENCODERS, "mlp")
+"""Architectures whose codes are a function of the pre-activations alone (not Gated)."""
 
 __all__ = [
+    "CODE_REGRESSION_ARCHITECTURES",
     "SETTINGS",
     "EncoderFitConfig",
     "code_regression_loss",
+    "encoder_training",
     "fit_encoder",
     "set_dictionary_",
     "snapshots",
@@ -72,20 +79,18 @@ class EncoderFitConfig:
 
     def __post_init__(self) -> None:
         name = "EncoderFitConfig."
-        require(self.setting in SETTINGS, name + "setting", self.setting, f"one of {SETTINGS}")
-        for field in ("n_steps", "batch_size"):
-            value = getattr(self, field)
-            require(is_int(value) and value >= 1, name + field, value, "an int >= 1")
-        require(is_positive(self.lr), name + "lr", self.lr, "a finite number > 0")
-        coeff = self.sparsity_coeff
-        require(is_real(coeff) and coeff >= 0, name + "sparsity_coeff", coeff, "a number >= 0")
+        check_choice(name + "setting", self.setting, SETTINGS)
+        check_int(name + "n_steps", self.n_steps, 1)
+        check_int(name + "batch_size", self.batch_size, 1)
+        check_real(name + "lr", self.lr, 0, open_low=True)
+        check_real(name + "sparsity_coeff", self.sparsity_coeff, 0)
         require(
-            coeff == 0 or self.setting == "known_dictionary",
+            self.sparsity_coeff == 0 or self.setting == "known_dictionary",
             name + "sparsity_coeff",
-            coeff,
+            self.sparsity_coeff,
             "0 with setting='known_codes' (the loss is the code regression alone)",
         )
-        require(is_int(self.seed) and self.seed >= 0, name + "seed", self.seed, "an int >= 0")
+        check_int(name + "seed", self.seed, 0)
 
 
 def code_regression_loss(pre_acts: Tensor, codes: Tensor) -> Tensor:
@@ -100,23 +105,44 @@ def code_regression_loss(pre_acts: Tensor, codes: Tensor) -> Tensor:
 
 
 def set_dictionary_(sae, dictionary: Tensor, bias: Tensor | None = None) -> None:
-    """Copy ``dictionary [d_sae, d_in]`` into ``sae.W_dec`` (and ``bias [d_in]``, default 0,
-    into ``b_dec``) and freeze both, so that only the encoder's parameters still train."""
-    if getattr(sae.cfg, "tied", False):
-        raise ValueError("sae must not be tied: its encoder is the decoder, so it cannot be fitted")
+    """Copy ``dictionary [d_sae, d_in]`` into ``sae.W_dec`` and ``bias [d_in]`` (default 0)
+    into ``sae.b_dec``, in place and without gradient tracking."""
     shape = tuple(sae.W_dec.shape)
-    if not isinstance(dictionary, Tensor) or tuple(dictionary.shape) != shape:
-        got = tuple(dictionary.shape) if isinstance(dictionary, Tensor) else type(dictionary)
-        raise ValueError(f"dictionary must be a tensor of shape {shape} [d_sae, d_in], got {got}")
+    shown = dictionary.shape if isinstance(dictionary, Tensor) else type(dictionary).__name__
+    ok = isinstance(dictionary, Tensor) and tuple(dictionary.shape) == shape
+    require(ok, "dictionary", shown, f"a tensor of shape {list(shape)} [d_sae, d_in]")
     if bias is None:
         bias = torch.zeros_like(sae.b_dec)
-    if not isinstance(bias, Tensor) or bias.shape != sae.b_dec.shape:
-        raise ValueError(f"bias must be a tensor of shape {tuple(sae.b_dec.shape)} or None")
+    ok = isinstance(bias, Tensor) and bias.shape == sae.b_dec.shape
+    shown = bias.shape if isinstance(bias, Tensor) else type(bias).__name__
+    require(ok, "bias", shown, f"None or a tensor of shape {list(sae.b_dec.shape)}")
     with torch.no_grad():
         sae.W_dec.copy_(dictionary)
         sae.b_dec.copy_(bias)
-    sae.W_dec.requires_grad_(False)
-    sae.b_dec.requires_grad_(False)
+
+
+@contextmanager
+def encoder_training(sae, *, train_b_dec: bool = False) -> Iterator:
+    """Train only the encoder in the block: ``W_dec`` (and ``b_dec`` unless ``train_b_dec``)
+    frozen, the SAE in training mode; both restored afterwards, even on an error.
+
+    An optimiser built in the block from the parameters that require gradients (or Adam, which
+    skips parameters without a gradient) leaves the frozen ones untouched. A tied SAE is
+    refused: its encoder is the decoder, so it would be frozen too.
+    """
+    require(not sae.cfg.tied, "sae.cfg.tied", True, "False (a tied encoder is the decoder)")
+    frozen = [sae.W_dec] if train_b_dec else [sae.W_dec, sae.b_dec]
+    before = [p.requires_grad for p in frozen]
+    was_training = sae.training
+    for p in frozen:
+        p.requires_grad_(False)
+    sae.train()
+    try:
+        yield sae
+    finally:
+        for p, grad in zip(frozen, before, strict=True):
+            p.requires_grad_(grad)
+        sae.train(was_training)
 
 
 def fit_encoder(
@@ -131,9 +157,10 @@ def fit_encoder(
 
     Parameters
     ----------
-    sae : a saelib SAE (not tied), trained in place.
+    sae : a saelib SAE (not tied), trained in place; its training mode is restored at the end.
     x : Tensor [n, d_in], the training inputs.
-    dictionary : Tensor [d_sae, d_in], the true atoms; copied into ``W_dec`` and frozen.
+    dictionary : Tensor [d_sae, d_in], the true atoms; copied into ``W_dec`` (``b_dec = 0``),
+        both frozen during the fit.
     cfg : EncoderFitConfig.
     codes : Tensor [n, d_sae], the true codes of ``x``; required by ``known_codes``.
     callback : called as ``callback(step, sae)`` after every step (``step`` counts from 1),
@@ -143,30 +170,47 @@ def fit_encoder(
     -------
     Tensor [n_steps], the loss at each step (one host sync, at the end).
     """
-    if not isinstance(cfg, EncoderFitConfig):
-        raise ValueError(f"cfg must be an EncoderFitConfig, got {type(cfg).__name__}")
-    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != sae.cfg.d_in:
-        raise ValueError(f"x must be a tensor of shape [n, d_in={sae.cfg.d_in}]")
+    _check_fit(sae, x, cfg, codes)
+    with encoder_training(sae):
+        set_dictionary_(sae, dictionary)
+        return _adam_steps(sae, x, cfg, codes, callback)
+
+
+def _check_fit(sae, x: Tensor, cfg: EncoderFitConfig, codes: Tensor | None) -> None:
+    require(isinstance(cfg, EncoderFitConfig), "cfg", type(cfg).__name__, "an EncoderFitConfig")
+    d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
+    shown = x.shape if isinstance(x, Tensor) else type(x).__name__
+    ok = isinstance(x, Tensor) and x.ndim == 2 and x.shape[1] == d_in
+    require(ok, "x", shown, f"a tensor of shape [n, d_in={d_in}]")
     supervised = cfg.setting == "known_codes"
-    if supervised and sae.cfg.architecture not in CODE_REGRESSION_ARCHITECTURES:
-        raise ValueError(
-            f"setting='known_codes' needs codes that are a function of the pre-activations "
-            f"alone: architecture must be one of {CODE_REGRESSION_ARCHITECTURES}, got "
-            f"{sae.cfg.architecture!r} (Gated codes also depend on the magnitude path)"
+    if supervised:
+        allowed = f"one of {list(CODE_REGRESSION_ARCHITECTURES)} with setting='known_codes'"
+        architecture = sae.cfg.architecture
+        require(
+            architecture in CODE_REGRESSION_ARCHITECTURES, "architecture", architecture, allowed
         )
-    if supervised != (codes is not None):
-        raise ValueError("codes must be given with setting='known_codes' and only then")
-    if supervised and (not isinstance(codes, Tensor) or codes.shape != (len(x), sae.cfg.d_sae)):
-        raise ValueError(f"codes must be a tensor of shape [n={len(x)}, d_sae={sae.cfg.d_sae}]")
-    set_dictionary_(sae, dictionary)
+    given = "given" if codes is not None else None
+    require(
+        supervised == (codes is not None),
+        "codes",
+        given,
+        "given with setting='known_codes' and only then",
+    )
+    if supervised:
+        ok = isinstance(codes, Tensor) and codes.shape == (len(x), d_sae)
+        shown = codes.shape if isinstance(codes, Tensor) else type(codes).__name__
+        require(ok, "codes", shown, f"a tensor of shape [n={len(x)}, d_sae={d_sae}]")
+
+
+def _adam_steps(sae, x: Tensor, cfg: EncoderFitConfig, codes: Tensor | None, callback) -> Tensor:
+    """``cfg.n_steps`` Adam steps on the parameters that require gradients; the losses."""
     params = [p for p in sae.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
     draws = torch.Generator().manual_seed(cfg.seed)
     losses = torch.empty(cfg.n_steps, device=x.device)
-    sae.train()
     for step in progress_bar(cfg.progress, range(cfg.n_steps), desc=cfg.setting):
         rows = torch.randint(len(x), (cfg.batch_size,), generator=draws).to(x.device)
-        if supervised:  # encoder only: no decode (saelib-internal _encode gives pre_acts)
+        if codes is not None:  # encoder only, no decode: _encode gives the pre-activations
             loss = code_regression_loss(sae._encode(x[rows])[1], codes[rows])
         else:  # the SAE's own objective (with Gated's auxiliary term, JumpReLU's L0, ...)
             loss = sae.loss(x[rows], cfg.sparsity_coeff).total
@@ -175,11 +219,8 @@ def fit_encoder(
         optimiser.step()
         losses[step] = loss.detach()
         if callback is not None:
-            sae.eval()
-            with torch.no_grad():
+            with inference(sae), torch.no_grad():
                 callback(step + 1, sae)
-            sae.train()
-    sae.eval()
     return losses.cpu()
 
 
@@ -193,8 +234,7 @@ def snapshots(batches: Iterable[Tensor], at_steps: Iterable[int], fn: Callable[[
     this wrapper: measure the end of training after ``fit`` returns.
     """
     at = sorted(set(at_steps))
-    if any(not is_int(s) or s < 1 for s in at):
-        raise ValueError(f"at_steps must be ints >= 1, got {at}")
+    require(all(is_int(s) and s >= 1 for s in at), "at_steps", at, "integers >= 1")
     return _snapshots(iter(batches), at, fn)
 
 

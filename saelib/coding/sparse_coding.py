@@ -35,19 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saelib.coding import ito
+from saelib.coding.ito import LASSO_SOLVERS, SOLVERS, lasso_objective
+from saelib.coding.problem import check_tensor
 from saelib.progress import progress_bar
-from saelib.validation import is_int, is_positive, require
+from saelib.validation import check_choice, check_int, check_real, require
 
-Solver = Literal["fista", "ista", "omp", "gradient_pursuit", "matching_pursuit"]
 DictUpdate = Literal["lstsq", "gradient"]
-L1_SOLVERS = ("fista", "ista")
+DICT_UPDATES: tuple[str, ...] = get_args(DictUpdate)
 
-__all__ = ["SparseCodingConfig", "SparseCodingResult", "fit_dictionary"]
-
-
-def _require(ok: bool, name: str, value: object, allowed: str) -> None:
-    require(ok, f"SparseCodingConfig.{name}", value, allowed)
+__all__ = ["DICT_UPDATES", "SparseCodingConfig", "SparseCodingResult", "fit_dictionary"]
 
 
 @dataclass(frozen=True)
@@ -56,9 +52,9 @@ class SparseCodingConfig:
 
     n_atoms: int
     """Dictionary size, >= 1 (and <= the number of samples)."""
-    solver: Solver = "omp"
-    """ITO solver for the codes: fista or ista (take ``l1``), omp, gradient_pursuit,
-    matching_pursuit (take ``l0``)."""
+    solver: str = "omp"
+    """ITO solver for the codes, a key of ``saelib.coding.ito.SOLVERS``: fista or ista (take
+    ``l1``), omp, gradient_pursuit, matching_pursuit (take ``l0``)."""
     l1: float | None = None
     """Lasso penalty, > 0: required by fista and ista, None otherwise."""
     l0: int | None = None
@@ -83,29 +79,25 @@ class SparseCodingConfig:
     """Seeds the initial dictionary and the re-initialisation of unused atoms."""
 
     def __post_init__(self) -> None:
-        _require(is_int(self.n_atoms) and self.n_atoms >= 1, "n_atoms", self.n_atoms, "an int >= 1")
-        solvers = get_args(Solver)
-        _require(self.solver in solvers, "solver", self.solver, f"one of {list(solvers)}")
-        if self.solver in L1_SOLVERS:
-            allowed = f"a number > 0 for solver {self.solver!r}"
-            _require(is_positive(self.l1), "l1", self.l1, allowed)
-            _require(self.l0 is None, "l0", self.l0, f"None for solver {self.solver!r}")
+        name = "SparseCodingConfig."
+        check_int(name + "n_atoms", self.n_atoms, 1)
+        check_choice(name + "solver", self.solver, SOLVERS)
+        lasso = self.solver in LASSO_SOLVERS
+        unused = "l0" if lasso else "l1"  # the other one is required
+        value = getattr(self, unused)
+        require(value is None, name + unused, value, f"None for solver {self.solver!r}")
+        if lasso:
+            check_real(name + "l1", self.l1, 0, open_low=True)
         else:
-            ok = is_int(self.l0) and 1 <= self.l0 <= self.n_atoms
-            _require(
-                ok, "l0", self.l0, f"an int in [1, n_atoms={self.n_atoms}] for {self.solver!r}"
-            )
-            _require(self.l1 is None, "l1", self.l1, f"None for solver {self.solver!r}")
-        _require(isinstance(self.nonneg, bool), "nonneg", self.nonneg, "True or False")
-        _require(not (self.nonneg and self.solver == "omp"), "nonneg", True, "False with omp")
-        for name in ("n_iter", "grad_steps", "solver_max_iter", "chunk_size"):
-            value = getattr(self, name)
-            _require(is_int(value) and value >= 1, name, value, "an int >= 1")
-        updates = get_args(DictUpdate)
-        _require(self.dict_update in updates, "dict_update", self.dict_update, f"one of {updates}")
-        for name in ("ridge", "solver_tol"):
-            _require(is_positive(getattr(self, name)), name, getattr(self, name), "a number > 0")
-        _require(is_int(self.seed), "seed", self.seed, "an int")
+            check_int(name + "l0", self.l0, 1, self.n_atoms)
+        require(isinstance(self.nonneg, bool), name + "nonneg", self.nonneg, "True or False")
+        require(not (self.nonneg and self.solver == "omp"), name + "nonneg", True, "False with omp")
+        for field in ("n_iter", "grad_steps", "solver_max_iter", "chunk_size"):
+            check_int(name + field, getattr(self, field), 1)
+        check_choice(name + "dict_update", self.dict_update, DICT_UPDATES)
+        for field in ("ridge", "solver_tol"):
+            check_real(name + field, getattr(self, field), 0, open_low=True)
+        check_int(name + "seed", self.seed)
 
 
 class SparseCodingResult(NamedTuple):
@@ -126,27 +118,22 @@ def fit_dictionary(
     ``progress`` shows a tqdm bar. See the module docstring for the objective and steps.
     Deterministic for a given ``config.seed`` on a given device.
     """
-    if not isinstance(config, SparseCodingConfig):
-        raise ValueError(f"config must be a SparseCodingConfig, got {type(config).__name__}")
-    if not isinstance(x, Tensor) or x.ndim != 2 or x.dtype not in (torch.float32, torch.float64):
-        raise ValueError("x must be a float32 or float64 tensor of shape [n, d]")
-    if x.shape[0] < config.n_atoms or x.shape[1] < 1:
-        raise ValueError(
-            f"x must have at least n_atoms={config.n_atoms} rows and 1 column, "
-            f"got shape {list(x.shape)}"
-        )
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or inf")
-    if config.solver == "omp" and config.l0 > x.shape[1]:
-        raise ValueError(
-            f"SparseCodingConfig.l0 must be <= d={x.shape[1]} for omp, got {config.l0}"
-        )
-    if init is not None and (
-        not isinstance(init, Tensor) or init.shape != (config.n_atoms, x.shape[1])
-    ):
-        raise ValueError(
-            f"init must be None or of shape [n_atoms, d] = {[config.n_atoms, x.shape[1]]}"
-        )
+    require(
+        isinstance(config, SparseCodingConfig),
+        "config",
+        type(config).__name__,
+        "a SparseCodingConfig",
+    )
+    check_tensor("x", x, "[n, d]", 2, None)
+    n_atoms = config.n_atoms
+    ok = x.shape[0] >= n_atoms and x.shape[1] >= 1
+    require(ok, "x", x.shape, f"of at least n_atoms={n_atoms} rows and 1 column")
+    if config.solver == "omp":
+        check_int("SparseCodingConfig.l0", config.l0, 1, min(n_atoms, x.shape[1]))
+    shape = (n_atoms, x.shape[1])
+    ok = init is None or (isinstance(init, Tensor) and tuple(init.shape) == shape)
+    shown = init.shape if isinstance(init, Tensor) else init
+    require(ok, "init", shown, f"None or of shape [n_atoms, d] = {list(shape)}")
     return _fit_impl(x, config, init, progress)
 
 
@@ -157,13 +144,13 @@ def _fit_impl(x: Tensor, cfg: SparseCodingConfig, init: Tensor | None, progress:
     D = F.normalize(init.to(x), dim=1)
     l1 = cfg.l1 or 0.0
     C = _codes(x, D, None, cfg)
-    history, resampled = [ito.lasso_objective(D, x, C, l1).double().mean()], []
+    history, resampled = [lasso_objective(D, x, C, l1).double().mean()], []
     bar = progress_bar(progress, range(cfg.n_iter), desc="sparse coding")
     for _ in bar:
         D = _update_dictionary(x, C, D, cfg)
         D, C, n_new = _renormalise(x, C, D, g)
         C = _codes(x, D, C, cfg)
-        history.append(ito.lasso_objective(D, x, C, l1).double().mean())
+        history.append(lasso_objective(D, x, C, l1).double().mean())
         resampled.append(n_new)
         bar.set_postfix(objective=f"{history[-1].item():.4g}", refresh=False)
     return SparseCodingResult(D, C, torch.stack(history).cpu(), torch.tensor(resampled))
@@ -174,15 +161,15 @@ def _codes(x: Tensor, D: Tensor, previous: Tensor | None, cfg: SparseCodingConfi
     kw = {"chunk_size": cfg.chunk_size}
     if cfg.solver != "omp":
         kw["nonneg"] = cfg.nonneg
-    if cfg.solver in L1_SOLVERS:
+    if cfg.solver in LASSO_SOLVERS:
         kw.update(max_iter=cfg.solver_max_iter, tol=cfg.solver_tol, init=previous)
-        new = ito.SOLVERS[cfg.solver](D, x, cfg.l1, **kw).codes
+        new = SOLVERS[cfg.solver](D, x, cfg.l1, **kw).codes
     else:
-        new = ito.SOLVERS[cfg.solver](D, x, cfg.l0, **kw).codes
+        new = SOLVERS[cfg.solver](D, x, cfg.l0, **kw).codes
     if previous is None:
         return new
     l1 = cfg.l1 or 0.0
-    keep = ito.lasso_objective(D, x, previous, l1) < ito.lasso_objective(D, x, new, l1)  # [n]
+    keep = lasso_objective(D, x, previous, l1) < lasso_objective(D, x, new, l1)  # [n]
     return torch.where(keep[:, None], previous, new)
 
 

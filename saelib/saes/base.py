@@ -30,7 +30,10 @@ MLPOutput = Literal["relu", "topk"]
 
 _INIT_SALT = 0x5AE_0000  # separates SAE initialisation from data generation seeds
 
-LINEAR_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu", "gated")
+AFFINE_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu")
+"""Encoders that are one affine map of ``x - b_dec`` (``_Affine``); codes depend on it alone."""
+LINEAR_ENCODERS = (*AFFINE_ENCODERS, "gated")
+"""Encoders built from linear maps of ``x - b_dec`` (Gated has two); they may be tied."""
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from saelib.coding.amortisation import encoder_training, set_dictionary_
 from saelib.saes import SAE, SAEConfig, make_sae
 from saelib.training import TrainConfig, Trainer
-from saelib.validation import require
 
 
 @torch.no_grad()
@@ -46,17 +46,10 @@ def objective(sae: SAE, x: Tensor, sparsity_coeff: float, batch_size: int = 8192
 def sae_with_dictionary(cfg: SAEConfig, dictionary: Tensor) -> SAE:
     """An SAE built from ``cfg`` whose decoder rows are ``dictionary [d_sae, d_in]`` (unit rows),
     encoder the decoder's transpose (linear encoders), biases zero."""
-    require(
-        tuple(dictionary.shape) == (cfg.d_sae, cfg.d_in),
-        "dictionary",
-        list(dictionary.shape),
-        f"[d_sae={cfg.d_sae}, d_in={cfg.d_in}]",
-    )
     sae = make_sae(cfg)
-    with torch.no_grad():
-        sae.W_dec.copy_(dictionary / dictionary.norm(dim=1, keepdim=True).clamp_min(1e-12))
-        if hasattr(sae, "init_encoder_from_decoder_"):
-            sae.init_encoder_from_decoder_()
+    set_dictionary_(sae, dictionary / dictionary.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    if hasattr(sae, "init_encoder_from_decoder_"):
+        sae.init_encoder_from_decoder_()
     return sae
 
 
@@ -66,13 +59,12 @@ def true_feature_sae(
     """The best SAE of architecture ``cfg`` whose decoder is fixed to ``dictionary``.
 
     The decoder weights are frozen at the true atoms; everything else (encoder, biases,
-    thresholds) is trained on ``batches`` with ``train``'s objective, starting from the
-    encoder = decoder transpose. ``cfg.tied`` is not allowed: a tied encoder would be frozen
+    thresholds) is trained on ``batches`` with ``train``'s objective by the Trainer, starting
+    from the encoder = decoder transpose, under ``saelib.coding.amortisation.encoder_training``
+    (the decoder bias trains too). ``cfg.tied`` is not allowed: a tied encoder would be frozen
     too. Returns the trained SAE (decoder still equal to ``dictionary``).
     """
-    require(not cfg.tied, "cfg.tied", cfg.tied, "False (the encoder must be free)")
     sae = sae_with_dictionary(cfg, dictionary)
-    sae.W_dec.requires_grad_(False)  # Adam skips parameters without a gradient
-    Trainer(sae, train).fit(batches)
-    sae.W_dec.requires_grad_(True)
+    with encoder_training(sae, train_b_dec=True):
+        Trainer(sae, train).fit(batches)
     return sae
