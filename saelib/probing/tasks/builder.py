@@ -111,19 +111,23 @@ def build(
                 manifest["skipped"][task] = f"only {n} examples per class (< {min_per_class})"
                 say(f"[skip] task {task}: {manifest['skipped'][task]}")
                 continue
-            data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-            with atomic_path(out / "tasks" / f"{task}.jsonl") as tmp:
-                tmp.write_bytes(data.encode("utf-8"))
-            manifest["tasks"][task] = {
-                "family": name,
-                "n_per_class": n,
-                "n_groups": len({r["group"] for r in rows}),
-                "file": f"tasks/{task}.jsonl",
-                "sha256": sha256_bytes(data),
-            }
+            manifest["tasks"][task] = {"family": name} | _write_task(out, task, rows)
         say(f"[done] family {name}: {len(fam.tasks)} tasks in {time.perf_counter() - start:.1f} s")
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+def _write_task(out: Path, task: str, rows: list[dict]) -> dict:
+    """Write ``<out>/tasks/<task>.jsonl`` whole or not at all; its manifest entry."""
+    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    with atomic_path(out / "tasks" / f"{task}.jsonl") as tmp:
+        tmp.write_bytes(data.encode("utf-8"))
+    return {
+        "n_per_class": len(rows) // 2,
+        "n_groups": len({r["group"] for r in rows}),
+        "file": f"tasks/{task}.jsonl",
+        "sha256": sha256_bytes(data),
+    }
 
 
 def _built_with(out: Path, names, cap, min_per_class, seed, family_kwargs) -> bool:
