@@ -6,7 +6,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from saelib.lm.site import Site
 from saelib.probing import probes
+from saelib.probing.pooling import pool, token_mask
 
 
 def _grouped_labels(n_groups=60, per_group=10, seed=0):
@@ -41,14 +43,18 @@ def test_group_split_is_seeded():
 
 def test_group_split_errors():
     y, groups = _grouped_labels(n_groups=6)
-    with pytest.raises(ValueError, match="at least n_folds=5 groups per class"):
+    with pytest.raises(
+        ValueError, match=r"groups \(per class 0, 1\) must be at least n_folds=5 in each class"
+    ):
         probes.group_split(y, groups)
     y, groups = _grouped_labels()
-    with pytest.raises(ValueError, match="groups must have one entry per label"):
+    with pytest.raises(
+        ValueError, match=r"groups \(entries\) must be one per label \(600\), got 599"
+    ):
         probes.group_split(y, groups[:-1])
-    with pytest.raises(ValueError, match="y must hold binary labels"):
+    with pytest.raises(ValueError, match=r"y \(values\) must be 0 or 1, got \[1, 2\]"):
         probes.group_split(y + 1, groups)
-    with pytest.raises(ValueError, match="n_folds must be an integer >= 3"):
+    with pytest.raises(ValueError, match="n_folds must be an integer >= 3, got 2"):
         probes.group_split(y, groups, n_folds=2)
 
 
@@ -56,26 +62,40 @@ def test_pool_last_and_mean_against_loops():
     rng = np.random.default_rng(0)
     acts = rng.normal(size=(4, 6, 3))
     mask = np.array([[1, 1, 1, 0, 0, 0], [1] * 6, [0, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]])
-    last, mean = probes.pool(acts, mask, "last"), probes.pool(acts, mask, "mean")
+    last, mean = pool(acts, mask, "last"), pool(acts, mask, "mean")
     for i in range(4):
         on = np.flatnonzero(mask[i])
         np.testing.assert_allclose(last[i], acts[i, on[-1]])
         np.testing.assert_allclose(mean[i], acts[i, on].mean(0))
-    t = probes.pool(torch.from_numpy(acts).float(), torch.from_numpy(mask), "mean")
+    assert isinstance(last, np.ndarray) and last.dtype == np.float64
+    t = pool(torch.from_numpy(acts).float(), torch.from_numpy(mask), "mean")
     assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
     np.testing.assert_allclose(t.numpy(), mean, rtol=1e-5)
 
 
 def test_pool_errors():
     acts, mask = np.zeros((2, 3, 4)), np.ones((2, 3))
-    with pytest.raises(ValueError, match="how must be 'last' or 'mean'"):
-        probes.pool(acts, mask, "max")
-    with pytest.raises(ValueError, match="mask must have shape"):
-        probes.pool(acts, np.ones((2, 4)))
-    with pytest.raises(ValueError, match="at least one token in every row"):
-        probes.pool(acts, np.array([[1, 0, 0], [0, 0, 0]]))
-    with pytest.raises(ValueError, match="acts must have 3 dimensions"):
-        probes.pool(np.zeros((2, 3)), mask)
+    with pytest.raises(ValueError, match=r"how must be one of \['last', 'mean'\], got 'max'"):
+        pool(acts, mask, "max")
+    with pytest.raises(ValueError, match=r"keep must be of shape \(2, 3\), got \(2, 4\)"):
+        pool(acts, np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"keep \(tokens per row\) must be at least 1 in every"):
+        pool(acts, np.array([[1, 0, 0], [0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"acts must be of shape \[n, T, d\], got \(2, 3\)"):
+        pool(np.zeros((2, 3)), mask)
+
+
+def test_token_mask_skips_first_and_outliers_but_never_empties_a_text():
+    acts = torch.ones(3, 4, 2)
+    acts[0, 2] = 100.0  # an outlier inside the first text
+    acts[2, 1] = 100.0  # the only token after the first of a two-token text
+    lengths = torch.tensor([4, 1, 2])
+    site = Site("m", "blocks.0.hook_resid_post", scale=1.0, max_norm=10.0, skip_first=1)
+    keep = token_mask(acts, lengths, site)
+    expected = [[0, 1, 0, 1], [1, 0, 0, 0], [1, 1, 0, 0]]  # rows 1, 2: all real tokens kept
+    assert keep.tolist() == [[bool(v) for v in row] for row in expected]
+    no_limit = token_mask(acts, lengths, Site("m", "blocks.0.hook_resid_post", 1.0, None, 0))
+    assert no_limit.tolist() == (torch.arange(4)[None] < lengths[:, None]).tolist()
 
 
 def _planted_codes(n=600, d_sae=256, latent=37, seed=0):
@@ -143,23 +163,27 @@ def test_pca_probe_and_its_errors():
     y = (x[:, 0] > 0).astype(int)
     fit = probes.pca_probe(x[:200], y[:200], x[200:250], y[200:250], n_components=2)
     assert fit.method == "pca2" and fit.evaluate(x[250:], y[250:])["auc"] > 0.95
-    with pytest.raises(ValueError, match=r"n_components must be an integer in \[1, 10\]"):
+    with pytest.raises(ValueError, match=r"n_components must be an integer in \[1, 10\], got 11"):
         probes.pca_probe(x[:200], y[:200], x[200:250], y[200:250], n_components=11)
 
 
 def test_probe_errors_name_the_parameter():
     x, y = np.zeros((10, 3)), np.tile([0, 1], 5)
-    with pytest.raises(ValueError, match="x_val must have 3 columns"):
+    with pytest.raises(ValueError, match=r"x_val \(columns\) must be 3 like x_train, got 4"):
         probes.dense_probe(x, y, np.zeros((10, 4)), y)
-    with pytest.raises(ValueError, match="y_train must contain both classes"):
+    with pytest.raises(ValueError, match=r"y_train \(classes\) must be both 0 and 1, got \[0\]"):
         probes.dense_probe(x, np.zeros(10, int), x, y)
-    with pytest.raises(ValueError, match="y_val must have one label per row"):
+    with pytest.raises(ValueError, match=r"y_val \(labels\) must be one per row \(10\), got 9"):
         probes.dense_probe(x, y, x, y[:-1])
-    with pytest.raises(ValueError, match="Cs must be a non-empty sequence"):
+    with pytest.raises(
+        ValueError, match=r"Cs must be a non-empty sequence of positive numbers, got \(\)"
+    ):
         probes.dense_probe(x, y, x, y, Cs=())
-    with pytest.raises(ValueError, match="ks must be a non-empty sequence of positive integers"):
+    with pytest.raises(
+        ValueError, match=r"ks must be a non-empty sequence of positive integers, got \(0,\)"
+    ):
         probes.sparse_probes(x, y, x, y, ks=(0,))
-    with pytest.raises(ValueError, match="x_train must be finite"):
+    with pytest.raises(ValueError, match="x_train must be finite, got"):
         probes.dense_probe(np.full((10, 3), np.nan), y, x, y)
 
 
@@ -172,7 +196,10 @@ def test_quiver_picks_the_validation_best_and_can_leave_out_sae():
     ]
     assert probes.quiver(rows)["method"] == "sae_k4"  # judged on val; ties: first
     assert probes.quiver(rows, with_sae=False)["method"] == "pca32"
-    with pytest.raises(ValueError, match="not an SAE probe"):
+    with pytest.raises(
+        ValueError,
+        match=r"rows \(candidates\) must be at least one method that is not an SAE probe",
+    ):
         probes.quiver(rows[2:], with_sae=False)
 
 
@@ -185,3 +212,11 @@ def test_probe_task_end_to_end_sae_wins_when_only_the_codes_know():
     assert probes.quiver(rows)["method"].startswith("sae_k")
     assert probes.quiver(rows)["test_auc"] > 0.99
     assert probes.quiver(rows, with_sae=False)["test_auc"] < 0.7
+
+
+def test_the_chapter_schema_allows_exactly_the_poolings():
+    from saelib.parameters import chapter_schema
+    from saelib.probing.pooling import POOLINGS
+
+    choices = chapter_schema("06_probing")["parameters"]["scarce_pooling"]["choices"]
+    assert tuple(choices) == POOLINGS

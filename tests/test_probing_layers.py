@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from saelib.lm.model import resid_hook
-from saelib.probing.layers import (
-    choose_fixed_layer,
-    pooled_features,
-    probe_layers,
-    quivers,
-    sae_codes,
-    scarce_probes,
-)
+from saelib.lm.site import Site
+from saelib.probing.layers import pooled_features, probe_layers, scarce_probes
 from saelib.probing.probes import group_split
+from saelib.probing.protocols import choose_fixed_layer, quivers
 from saelib.probing.tasks import ProbingTask
 from saelib.saes import SAEConfig, make_sae
 
@@ -27,12 +22,18 @@ TEXTS = [
 ]
 
 
+def _site(lm, hook, scale=1.0, max_norm=None, skip_first=1):
+    return Site(lm.name, hook, scale, max_norm, skip_first)
+
+
 def test_pooled_features_match_one_text_at_a_time(tiny_lm):
     lm, hf = tiny_lm
     hooks = [resid_hook(0), resid_hook(1)]  # not the last block: HF's last state is normed
     sae = make_sae(SAEConfig(d_in=32, d_sae=16, architecture="topk", k=3))
-    enc = {hooks[1]: sae_codes(sae, 2.0)}
-    feats = pooled_features(lm, TEXTS, hooks, enc, max_tokens=8, batch_size=2, progress=False)
+    sites = [_site(lm, hooks[0]), _site(lm, hooks[1], scale=2.0)]
+    feats = pooled_features(
+        lm, TEXTS, sites, {hooks[1]: sae}, max_tokens=8, batch_size=2, progress=False
+    )
     assert set(feats) == {(h, p) for h in hooks for p in ("last", "mean")}
     assert "f" not in feats[(hooks[0], "last")]
     for i, text in enumerate(TEXTS):
@@ -55,14 +56,20 @@ def test_pooled_features_match_one_text_at_a_time(tiny_lm):
 
 def test_pooled_features_errors(tiny_lm):
     lm, _ = tiny_lm
-    with pytest.raises(ValueError, match="max_tokens"):
-        pooled_features(lm, TEXTS, [resid_hook(0)], max_tokens=1)
-    with pytest.raises(ValueError, match="no tokens"):
-        pooled_features(lm, [""], [resid_hook(0)], progress=False)
-    with pytest.raises(ValueError, match="encoders has hooks"):
-        pooled_features(lm, TEXTS, [resid_hook(0)], {resid_hook(1): lambda x: x})
-    with pytest.raises(ValueError, match="max_norm has hooks"):
-        pooled_features(lm, TEXTS, [resid_hook(0)], max_norm={resid_hook(1): 1.0})
+    site = _site(lm, resid_hook(0))
+    with pytest.raises(ValueError, match="max_tokens must be an integer >= 2, got 1"):
+        pooled_features(lm, TEXTS, [site], max_tokens=1)
+    with pytest.raises(ValueError, match=r"texts \(indices without tokens\) must be none"):
+        pooled_features(lm, [""], [site], progress=False)
+    sae = make_sae(SAEConfig(d_in=32, d_sae=16, architecture="topk", k=3))
+    with pytest.raises(ValueError, match=r"saes \(hooks\) must be among the sites' hooks"):
+        pooled_features(lm, TEXTS, [site], {resid_hook(1): sae})
+    with pytest.raises(ValueError, match=r"sites \(hooks\) must be one Site per hook"):
+        pooled_features(lm, TEXTS, [site, site])
+    with pytest.raises(ValueError, match=r"sites \(models\) must be the probed model"):
+        pooled_features(lm, TEXTS, [Site("other", resid_hook(0), 1.0)])
+    with pytest.raises(ValueError, match="sites must be at least one Site"):
+        pooled_features(lm, TEXTS, [])
 
 
 def test_one_token_text_and_outlier_tokens(tiny_lm):
@@ -74,7 +81,7 @@ def test_one_token_text_and_outlier_tokens(tiny_lm):
             hf(torch.tensor(lm.tokenize([t])), output_hidden_states=True).hidden_states[1][0]
             for t in texts
         ]
-    plain = pooled_features(lm, texts, [hook], progress=False)
+    plain = pooled_features(lm, texts, [_site(lm, hook)], progress=False)
     # one token: nothing after skip_first, so its only token is used by both poolings
     for pooling in ("last", "mean"):
         torch.testing.assert_close(plain[(hook, pooling)]["x"][0], states[0][0])
@@ -83,7 +90,7 @@ def test_one_token_text_and_outlier_tokens(tiny_lm):
     norms = a.norm(dim=-1)
     limit = norms[1:].median().item()
     keep = (norms <= limit) & (torch.arange(len(a)) >= 1)
-    cut = pooled_features(lm, texts, [hook], max_norm={hook: limit}, progress=False)
+    cut = pooled_features(lm, texts, [_site(lm, hook, max_norm=limit)], progress=False)
     torch.testing.assert_close(cut[(hook, "mean")]["x"][1], a[keep].mean(0), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(
         cut[(hook, "last")]["x"][1], a[keep.nonzero().max()], atol=1e-5, rtol=1e-5
@@ -124,7 +131,7 @@ def test_probe_layers_finds_the_informative_layer_and_latent():
     # forcing the uninformative layer: the fixed protocol is worse, the per-task one is not
     q1 = quivers(table, fixed_layer=1).set_index(["protocol", "candidates"])["test_auc"]
     assert q1[("fixed layer", "with SAE")] < 0.75 < 0.95 < q1[("per-task layer", "with SAE")]
-    with pytest.raises(ValueError, match="fixed_layer must be one of"):
+    with pytest.raises(ValueError, match=r"fixed_layer must be one of the probed layers \[1, 5\]"):
         quivers(table, fixed_layer=3)
 
 
@@ -147,8 +154,12 @@ def test_scarce_probes_subsample_train_only_and_balanced():
     assert len(table) == 2 * 2 * 2 * 4  # sizes x draws x methods x (hooks x poolings)
     deep16 = table[(table["layer"] == 5) & (table["n_train"] == 16)]
     assert deep16["test_auc"].mean() > 0.9  # one strong latent: 16 examples suffice
-    with pytest.raises(ValueError, match="sizes must be even"):
+    with pytest.raises(ValueError, match=r"sizes must be even integers >= 4, got \[5\]"):
         scarce_probes([task], feats, index, sizes=[5])
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        scarce_probes([task], feats, index, sizes=[4], pooling="max")
+    one = scarce_probes([task], feats, index, [4], 1, ks=(1,), Cs=(1.0,), pooling="mean")
+    assert set(one["pooling"]) == {"mean"} and len(one) == 2 * 2  # hooks x methods
     # the split is the one probe_layers uses: test rows are never trained on
     train, _, test = group_split(task.labels, task.groups, seed=0)
     assert not set(train) & set(test)

@@ -80,7 +80,7 @@ def test_an_unavailable_source_is_skipped_with_its_reason(tmp_path, monkeypatch)
 def test_load_detects_a_changed_file_and_unknown_names(tmp_path, monkeypatch):
     monkeypatch.setitem(build_mod.FAMILIES, "toy", _toy_family)
     m = tasks.build(tmp_path, ["toy"], cap=50, min_per_class=5, verbose=False)
-    with pytest.raises(ValueError, match="name must be one of the built tasks"):
+    with pytest.raises(ValueError, match=r"name must be one of \[.*\], got"):
         tasks.load_task("nope", tmp_path)
     path = tmp_path / m["tasks"]["x_vs_y"]["file"]
     rows = path.read_text().splitlines()
@@ -93,10 +93,12 @@ def test_load_detects_a_changed_file_and_unknown_names(tmp_path, monkeypatch):
 
 
 def test_build_rejects_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="families must be among"):
+    with pytest.raises(ValueError, match=r"family_names must be among \[.*\], got \['nope'\]"):
         tasks.build(tmp_path, ["nope"])
-    with pytest.raises(ValueError, match="cap must be a positive integer"):
+    with pytest.raises(ValueError, match="cap must be an integer >= 1, got 0"):
         tasks.build(tmp_path, ["code"], cap=0)
+    with pytest.raises(ValueError, match="family_kwargs must be a dict of keyword arguments"):
+        tasks.build(tmp_path, ["code"], family_kwargs={"code": 500})
 
 
 def test_clean_play_drops_speakers_directions_and_headings():
@@ -190,9 +192,14 @@ def test_original_datasets_binary_only_with_prompt_groups(tmp_path, monkeypatch)
     trump = {t: c for t, c, _ in fam.items if c.startswith("2_")}
     assert trump == {"Trump wins": "2_headline_istrump:1", "Rain today": "2_headline_istrump:0"}
     assert sorted(original.kantamneni(["1_is_cat"]).tasks) == ["kantamneni_1_is_cat"]
-    with pytest.raises(ValueError, match=r"datasets \['nope'\] are not in sae-probes"):
+    with pytest.raises(
+        ValueError, match=r"datasets must be among the datasets of sae-probes .*, got \['nope'\]"
+    ):
         original.kantamneni(["nope"])
-    with pytest.raises(ValueError, match="not binary"):
+    with pytest.raises(
+        ValueError,
+        match=r"datasets \(not binary\) must be none: targets 0/1 only, got \['3_birthyear'\]",
+    ):
         original.kantamneni(["3_birthyear"])
 
 

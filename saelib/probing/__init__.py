@@ -1,7 +1,10 @@
 """Probing: do SAE latents make better linear probes than the activations themselves?
 
-``probes``: group-wise splits, pooling, dense / PCA / k-sparse SAE probes, the quiver.
-``layers``: the probes at many layers of a language model, fixed vs per-task layer.
+``probes``: group-wise splits, dense / PCA / k-sparse SAE probes, the quiver.
+``pooling``: which tokens of a text count at an SAE's site, and last or mean of them.
+``layers``: pooled features at many layers of a language model, the probes on them.
+``protocols``: fixed vs per-task layer, with and without SAE probes; their summaries.
+``findings``: the figures the probing chapter quotes.
 ``tasks``: binary probing tasks built offline from real text.
 """
 

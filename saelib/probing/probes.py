@@ -13,7 +13,8 @@ regularisation is chosen on a validation split, and they are judged by test AUC.
   with or without the SAE probes among the candidates.
 
 Nothing here knows about language models: inputs are arrays (numpy or torch) of pooled
-activations or codes (see :func:`pool`), binary labels ``y [n]`` and groups ``[n]``.
+activations or codes (see :mod:`saelib.probing.pooling`), binary labels ``y [n]`` and
+groups ``[n]``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from saelib.validation import check_int, is_int, is_positive, require
+
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -36,52 +39,19 @@ def _array(x, name: str, ndim: int) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {x.shape}")
-    if x.dtype.kind in "fc" and not np.isfinite(x).all():
-        raise ValueError(f"{name} must be finite (it has NaN or inf)")
+    require(x.ndim == ndim, f"{name} (shape)", x.shape, f"{ndim}-dimensional")
+    finite = x.dtype.kind not in "fc" or bool(np.isfinite(x).all())
+    require(finite, name, "an array with NaN or inf", "finite")
     return x
 
 
 def _labels(y, n: int | None = None, name: str = "y") -> np.ndarray:
     y = _array(y, name, 1)
-    if n is not None and len(y) != n:
-        raise ValueError(f"{name} must have one label per row ({n}), got {len(y)}")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError(f"{name} must hold binary labels 0 and 1, got values {np.unique(y)[:5]}")
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"{name} must contain both classes 0 and 1")
+    require(n is None or len(y) == n, f"{name} (labels)", len(y), f"one per row ({n})")
+    values = np.unique(y)
+    require(bool(np.isin(y, (0, 1)).all()), f"{name} (values)", values[:5].tolist(), "0 or 1")
+    require(len(values) == 2, f"{name} (classes)", values.tolist(), "both 0 and 1")
     return y.astype(np.int64)
-
-
-# --- pooling -------------------------------------------------------------------------------
-
-
-def pool(acts, mask, how: str = "mean"):
-    """Pool ``acts [n, T, d]`` over the tokens where ``mask [n, T]`` is 1: ``[n, d]``.
-
-    ``how="last"`` takes each row's last unmasked token, ``how="mean"`` their mean. Accepts
-    and returns torch tensors or numpy arrays.
-    """
-    if how not in ("last", "mean"):
-        raise ValueError(f"how must be 'last' or 'mean', got {how!r}")
-    is_torch = hasattr(acts, "detach")
-    a = _array(acts, "acts", 3)
-    m = _array(mask, "mask", 2).astype(bool)
-    if m.shape != a.shape[:2]:
-        raise ValueError(f"mask must have shape {a.shape[:2]} (acts' [n, T]), got {m.shape}")
-    if not m.any(axis=1).all():
-        raise ValueError("mask must select at least one token in every row")
-    if how == "mean":
-        out = (a * m[..., None]).sum(1) / m.sum(1, keepdims=True)
-    else:
-        last = a.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)
-        out = a[np.arange(a.shape[0]), last]
-    if is_torch:
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(out)).to(acts.dtype)
-    return out
 
 
 # --- split ---------------------------------------------------------------------------------
@@ -95,16 +65,11 @@ def group_split(y, groups, n_folds: int = 5, seed: int = 0):
     """
     y = _labels(y)
     groups = _array(groups, "groups", 1)
-    if len(groups) != len(y):
-        raise ValueError(f"groups must have one entry per label ({len(y)}), got {len(groups)}")
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 3:
-        raise ValueError(f"n_folds must be an integer >= 3, got {n_folds!r}")
-    for c in (0, 1):
-        if len(np.unique(groups[y == c])) < n_folds:
-            raise ValueError(
-                f"groups must hold at least n_folds={n_folds} groups per class to split "
-                f"group-wise; class {c} has {len(np.unique(groups[y == c]))}"
-            )
+    require(len(groups) == len(y), "groups (entries)", len(groups), f"one per label ({len(y)})")
+    check_int("n_folds", n_folds, low=3)
+    per_class = [len(np.unique(groups[y == c])) for c in (0, 1)]
+    allowed = f"at least n_folds={n_folds} in each class to split group-wise"
+    require(min(per_class) >= n_folds, "groups (per class 0, 1)", per_class, allowed)
     folds = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
     fold_of = np.empty(len(y), dtype=np.int64)
     for i, (_, idx) in enumerate(folds.split(np.zeros(len(y)), y, groups)):
@@ -112,8 +77,10 @@ def group_split(y, groups, n_folds: int = 5, seed: int = 0):
     test, val = np.flatnonzero(fold_of == 0), np.flatnonzero(fold_of == 1)
     train = np.flatnonzero(fold_of >= 2)
     for name, idx in (("train", train), ("val", val), ("test", test)):
-        if len(np.unique(y[idx])) < 2:
-            raise ValueError(f"the {name} split has one class only: use fewer n_folds")
+        classes = np.unique(y[idx]).tolist()
+        require(
+            len(classes) == 2, f"the {name} split's classes", classes, "both (use fewer n_folds)"
+        )
     return train, val, test
 
 
@@ -144,8 +111,9 @@ class ProbeFit:
         return {"auc": float(roc_auc_score(y, s)), "accuracy": float(accuracy_score(y, s > 0))}
 
 
-def _fit_best_c(make, x_tr, y_tr, x_val, y_val, Cs):
-    """The model (from ``make(C)``) with the best validation AUC over ``Cs``; first wins ties."""
+def fit_best_c(make, x_tr, y_tr, x_val, y_val, Cs):
+    """``(model, C, val_auc)``: the model ``make(C).fit(x_tr, y_tr)`` with the best validation
+    AUC over ``Cs``; the first wins ties."""
     best = None
     for C in Cs:
         model = make(C).fit(x_tr, y_tr)
@@ -163,13 +131,11 @@ def _logreg(C: float, seed: int):
 
 def _check_fit(x_tr, y_tr, x_val, y_val, Cs):
     x_tr, x_val = _array(x_tr, "x_train", 2), _array(x_val, "x_val", 2)
-    if x_tr.shape[1] != x_val.shape[1]:
-        raise ValueError(
-            f"x_val must have {x_tr.shape[1]} columns like x_train, got {x_val.shape[1]}"
-        )
+    columns = f"{x_tr.shape[1]} like x_train"
+    require(x_tr.shape[1] == x_val.shape[1], "x_val (columns)", x_val.shape[1], columns)
     y_tr, y_val = _labels(y_tr, len(x_tr), "y_train"), _labels(y_val, len(x_val), "y_val")
-    if len(Cs) == 0 or not all(isinstance(c, (int, float)) and c > 0 for c in Cs):
-        raise ValueError(f"Cs must be a non-empty sequence of positive numbers, got {Cs!r}")
+    ok = len(Cs) > 0 and all(is_positive(c) for c in Cs)
+    require(ok, "Cs", Cs, "a non-empty sequence of positive numbers")
     return x_tr, y_tr, x_val, y_val
 
 
@@ -177,7 +143,7 @@ def dense_probe(x_train, y_train, x_val, y_val, Cs=DEFAULT_CS, seed: int = 0) ->
     """Logistic regression on standardised ``x [n, d]``, its inverse penalty ``C`` chosen
     on validation AUC among ``Cs``."""
     x_tr, y_tr, x_val, y_val = _check_fit(x_train, y_train, x_val, y_val, Cs)
-    model, C, auc = _fit_best_c(lambda c: _logreg(c, seed), x_tr, y_tr, x_val, y_val, Cs)
+    model, C, auc = fit_best_c(lambda c: _logreg(c, seed), x_tr, y_tr, x_val, y_val, Cs)
     return ProbeFit("dense", model, None, C, auc)
 
 
@@ -187,18 +153,14 @@ def pca_probe(
     """PCA of the raw ``x`` to ``n_components`` (fit on the training rows), then logistic
     regression on the standardised components, ``C`` chosen on validation."""
     x_tr, y_tr, x_val, y_val = _check_fit(x_train, y_train, x_val, y_val, Cs)
-    limit = min(x_tr.shape)
-    if isinstance(n_components, bool) or not isinstance(n_components, int):
-        raise ValueError(f"n_components must be an integer in [1, {limit}], got {n_components!r}")
-    if not 1 <= n_components <= limit:
-        raise ValueError(f"n_components must be an integer in [1, {limit}], got {n_components}")
+    check_int("n_components", n_components, low=1, high=min(x_tr.shape))
 
     def make(C):
         # PCA on the raw (centred) activation: standardising first would erase the
         # variance structure PCA is meant to find
         return make_pipeline(PCA(n_components, random_state=seed), _logreg(C, seed))
 
-    model, C, auc = _fit_best_c(make, x_tr, y_tr, x_val, y_val, Cs)
+    model, C, auc = fit_best_c(make, x_tr, y_tr, x_val, y_val, Cs)
     return ProbeFit(f"pca{n_components}", model, None, C, auc)
 
 
@@ -219,15 +181,13 @@ def sparse_probes(
     """One k-sparse SAE probe per ``k``: logistic regression on the top-``k`` latents of
     :func:`rank_latents` (ks larger than ``d_sae`` are dropped)."""
     f_tr, y_tr, f_val, y_val = _check_fit(f_train, y_train, f_val, y_val, Cs)
-    if len(ks) == 0 or not all(
-        isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks
-    ):
-        raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks!r}")
+    ok = len(ks) > 0 and all(is_int(k) and k >= 1 for k in ks)
+    require(ok, "ks", ks, "a non-empty sequence of positive integers")
     order = rank_latents(f_tr, y_tr)
     fits = []
     for k in sorted(set(k for k in ks if k <= f_tr.shape[1])):
         cols = np.sort(order[:k])
-        model, C, auc = _fit_best_c(
+        model, C, auc = fit_best_c(
             lambda c: _logreg(c, seed), f_tr[:, cols], y_tr, f_val[:, cols], y_val, Cs
         )
         fits.append(ProbeFit(f"sae_k{k}", model, cols, C, auc))
@@ -261,8 +221,7 @@ def probe_task(
     fits.append((pca_probe(x[train], y[train], x[val], y[val], n_pca, Cs, seed), x))
     if f is not None:
         f = _array(f, "f", 2)
-        if len(f) != len(x):
-            raise ValueError(f"f must have one row per row of x ({len(x)}), got {len(f)}")
+        require(len(f) == len(x), "f (rows)", len(f), f"one per row of x ({len(x)})")
         fits += [(p, f) for p in sparse_probes(f[train], y[train], f[val], y[val], ks, Cs, seed)]
     rows = []
     for fit, data in fits:
@@ -286,9 +245,6 @@ def quiver(rows: list[dict], with_sae: bool = True) -> dict:
     Returns the chosen row.
     """
     candidates = [r for r in rows if with_sae or not r["method"].startswith("sae_")]
-    if not candidates:
-        raise ValueError(
-            "rows must hold at least one candidate method"
-            + ("" if with_sae else " that is not an SAE probe")
-        )
+    allowed = "at least one method" + ("" if with_sae else " that is not an SAE probe")
+    require(bool(candidates), "rows (candidates)", [r["method"] for r in rows], allowed)
     return max(candidates, key=lambda r: r["val_auc"])

@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from saelib.probing.probes import DEFAULT_CS, group_split
+from saelib.probing.probes import DEFAULT_CS, fit_best_c, group_split
 from saelib.probing.tasks.load import ProbingTask
 
 
@@ -27,12 +27,10 @@ def bow_baseline(task: ProbingTask, Cs=DEFAULT_CS, seed: int = 0) -> dict[str, f
     x_val = vec.transform([texts[i] for i in val])
     x_te = vec.transform([texts[i] for i in test])
     y = task.labels
-    best = None
-    for C in Cs:
-        model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(x_tr, y[train])
-        auc = roc_auc_score(y[val], model.decision_function(x_val))
-        if best is None or auc > best[0]:
-            best = (auc, C, model)
-    auc, C, model = best
+
+    def make(C):
+        return LogisticRegression(C=C, max_iter=2000, random_state=seed)
+
+    model, C, auc = fit_best_c(make, x_tr, y[train], x_val, y[val], Cs)
     test_auc = roc_auc_score(y[test], model.decision_function(x_te))
     return {"val_auc": float(auc), "test_auc": float(test_auc), "C": float(C)}

@@ -11,16 +11,17 @@ tasks whose source could not be had are listed under ``skipped`` with the reason
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from saelib.files import atomic_path, sha256_bytes, write_text_atomic
 from saelib.lm.sources import SourceUnavailable, cache_dir
 from saelib.probing.tasks import code, debian, families, original
 from saelib.probing.tasks.families import Family
+from saelib.validation import check_int, require
 
 FORMAT = 1
 # family name -> builder; the Debian ones are optional
@@ -39,14 +40,14 @@ def default_dir() -> Path:
     return cache_dir() / "probing"
 
 
-def _check(cap: int, min_per_class: int, names: list[str]) -> None:
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-        raise ValueError(f"cap must be a positive integer, got {cap!r}")
-    if isinstance(min_per_class, bool) or not isinstance(min_per_class, int) or min_per_class < 1:
-        raise ValueError(f"min_per_class must be a positive integer, got {min_per_class!r}")
+def _check(cap: int, min_per_class: int, names: list[str], family_kwargs) -> None:
+    check_int("cap", cap, low=1)
+    check_int("min_per_class", min_per_class, low=1)
     unknown = [n for n in names if n not in FAMILIES]
-    if unknown:
-        raise ValueError(f"families must be among {sorted(FAMILIES)}, got {unknown}")
+    require(not unknown, "family_names", unknown, f"among {sorted(FAMILIES)}")
+    ok = isinstance(family_kwargs, dict)
+    ok = ok and all(isinstance(v, dict) for v in family_kwargs.values())
+    require(ok, "family_kwargs", family_kwargs, "a dict of keyword arguments per family")
 
 
 def sample_task(family: Family, task: str, cap: int, seed: int) -> list[dict[str, object]]:
@@ -85,7 +86,7 @@ def build(
     a family (e.g. ``{"code": {"budget": 500}}`` for a small test build).
     """
     names = list(DEFAULT_FAMILIES) if family_names is None else list(family_names)
-    _check(cap, min_per_class, names)
+    _check(cap, min_per_class, names, {} if family_kwargs is None else family_kwargs)
     out = Path(out) if out is not None else default_dir()
     if reuse and _built_with(out, names, cap, min_per_class, seed, family_kwargs or {}):
         return json.loads((out / "manifest.json").read_text())
@@ -110,19 +111,23 @@ def build(
                 manifest["skipped"][task] = f"only {n} examples per class (< {min_per_class})"
                 say(f"[skip] task {task}: {manifest['skipped'][task]}")
                 continue
-            data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-            path = out / "tasks" / f"{task}.jsonl"
-            path.write_bytes(data.encode("utf-8"))
-            manifest["tasks"][task] = {
-                "family": name,
-                "n_per_class": n,
-                "n_groups": len({r["group"] for r in rows}),
-                "file": f"tasks/{task}.jsonl",
-                "sha256": hashlib.sha256(data.encode("utf-8")).hexdigest(),
-            }
+            manifest["tasks"][task] = {"family": name} | _write_task(out, task, rows)
         say(f"[done] family {name}: {len(fam.tasks)} tasks in {time.perf_counter() - start:.1f} s")
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+def _write_task(out: Path, task: str, rows: list[dict]) -> dict:
+    """Write ``<out>/tasks/<task>.jsonl`` whole or not at all; its manifest entry."""
+    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    with atomic_path(out / "tasks" / f"{task}.jsonl") as tmp:
+        tmp.write_bytes(data.encode("utf-8"))
+    return {
+        "n_per_class": len(rows) // 2,
+        "n_groups": len({r["group"] for r in rows}),
+        "file": f"tasks/{task}.jsonl",
+        "sha256": sha256_bytes(data),
+    }
 
 
 def _built_with(out: Path, names, cap, min_per_class, seed, family_kwargs) -> bool:

@@ -13,7 +13,6 @@ headers takes half a minute).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import random
@@ -22,6 +21,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from saelib.files import sha256_bytes
 from saelib.probing.tasks.families import Family, chunk_lines
 
 LANGUAGES = ("python", "c", "cpp", "javascript")
@@ -92,9 +92,7 @@ def code(chunk_chars: int = 400, per_file: int = 20, budget: int = 6000, seed: i
                 break
             chunks = _chunks_of(f, chunk_chars, per_file)
             n += len(chunks)
-            group = (
-                f"code/{lang}/{hashlib.sha256(str(f.relative_to(root)).encode()).hexdigest()[:12]}"
-            )
+            group = f"code/{lang}/{sha256_bytes(str(f.relative_to(root)))[:12]}"
             items += [(c, lang, f"{group}/{f.name}") for c in chunks]
             if chunks and root == site:
                 providers.add(f.relative_to(site).parts[0])

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from saelib.files import sha256_bytes
 from saelib.probing.tasks.builder import default_dir
+from saelib.validation import check_choice
 
 
 @dataclass
@@ -41,10 +42,9 @@ def load_task(name: str, root: str | Path | None = None) -> ProbingTask:
     """Task ``name`` from ``root``; raises if it is unknown or its file does not match."""
     root = Path(root) if root else default_dir()
     tasks = _manifest(root)["tasks"]
-    if name not in tasks:
-        raise ValueError(f"name must be one of the built tasks {sorted(tasks)}, got {name!r}")
+    check_choice("name", name, sorted(tasks))
     data = (root / tasks[name]["file"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != tasks[name]["sha256"]:
+    if sha256_bytes(data) != tasks[name]["sha256"]:
         raise ValueError(f"{root / tasks[name]['file']} does not match its manifest sha256")
     rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
     labels = np.array([r["label"] for r in rows], dtype=np.int64)

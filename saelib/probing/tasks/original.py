@@ -16,12 +16,13 @@ prompts share one, so a split never puts the same text on both sides).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import zipfile
 
+from saelib.files import sha256_bytes
 from saelib.lm.sources import fetch_wheel
 from saelib.probing.tasks.families import Family
+from saelib.validation import require
 
 PREFIX = "sae_probes/data/cleaned_data/"
 SUFFIX = ".csv.zst"
@@ -53,8 +54,9 @@ def kantamneni(datasets: list[str] | None = None) -> Family:
         }
         wanted = sorted(files) if datasets is None else list(datasets)
         unknown = [d for d in wanted if d not in files]
-        if unknown:
-            raise ValueError(f"datasets {unknown} are not in sae-probes; it has {sorted(files)}")
+        require(
+            not unknown, "datasets", unknown, f"among the datasets of sae-probes {sorted(files)}"
+        )
         items, tasks, not_binary = [], {}, []
         for dataset in wanted:
             rows = _read_csv(wheel.read(files[dataset]))
@@ -63,11 +65,11 @@ def kantamneni(datasets: list[str] | None = None) -> Family:
                 continue
             pos, neg = f"{dataset}:1", f"{dataset}:0"
             for r in rows:
-                digest = hashlib.sha256(r["prompt"].encode("utf-8")).hexdigest()[:16]
+                digest = sha256_bytes(r["prompt"])[:16]
                 label = pos if POSITIVE[r["target"]] else neg
                 items.append((r["prompt"], label, f"{dataset}/{digest}"))
             tasks[task_name(dataset)] = ({pos}, {neg})
-    if datasets is not None and not_binary:
-        raise ValueError(f"datasets {not_binary} are not binary (targets other than 0/1)")
+    binary = datasets is None or not not_binary
+    require(binary, "datasets (not binary)", not_binary, "none: targets 0/1 only")
     record = record | {"binary_datasets": len(tasks), "not_binary": len(not_binary)}
     return Family(items, tasks, [record])
