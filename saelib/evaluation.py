@@ -57,21 +57,20 @@ def metrics_row(
     return row
 
 
-@torch.no_grad()
 def evaluate(
     sae: SAE,
     x: Tensor,
     *,
+    batch_size: int = 8192,
     true_dictionary: Tensor | None = None,
     true_codes: Tensor | None = None,
-    batch_size: int = 8192,
 ) -> dict[str, float]:
     """:func:`metrics_row` of ``sae`` on ``x [n, d_in]``, coded in inference mode.
 
     Metrics are computed on the CPU, whatever the SAE's device.
     """
     device = next(sae.parameters()).device
-    with inference(sae):
+    with inference(sae), torch.no_grad():
         outs = [sae(chunk.to(device)) for chunk in x.split(batch_size)]
     x_hat = torch.cat([o.x_hat for o in outs])
     f = torch.cat([o.f for o in outs])

@@ -19,7 +19,7 @@ sae_forward_flops(cfg)``.
 
 from __future__ import annotations
 
-from saelib.saes.base import AFFINE_ENCODERS, LINEAR_ENCODERS, SAEConfig
+from saelib.saes.config import AFFINE_ENCODERS, LINEAR_ENCODERS, SAEConfig
 from saelib.validation import check_int, check_real, require
 
 __all__ = [

@@ -17,6 +17,8 @@ A schema file::
       device: {type: device}
       batch_size: {type: int, low: 1, high: n_train}       # a bound may name a parameter
       ks: {type: list, item: int, low: 1}
+      tasks: {type: list, item: str, empty: true}          # [] allowed
+      family_kwargs: {type: dict}
     rules:                                                 # checks across parameters
       - check: max(ks) <= d_sae
         message: every k must be at most d_sae
@@ -50,6 +52,8 @@ class Param:
     choices: tuple | None = None
     item: type | None = None
     doc: str = ""
+    empty: bool = False
+    """Lists only: whether ``[]`` is allowed (e.g. "every task")."""
 
     def allowed(self) -> str:
         kind = f"list of {self.item.__name__}" if self.kind is list else self.kind.__name__
@@ -61,7 +65,7 @@ class Param:
 
     def check(self, name: str, value) -> None:
         if self.kind is list:
-            if not isinstance(value, list) or not value:
+            if not isinstance(value, list) or not (value or self.empty):
                 self._fail(name, value)
             for entry in value:
                 self._check_scalar(name, entry, self.item, value)
@@ -127,7 +131,7 @@ def resolve_device(device: str) -> str:
 
 
 SCHEMAS = Path(__file__).with_name("schemas")
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 # What a rule may call: plain arithmetic over the parameters, nothing else.
 _RULE_BUILTINS = {f.__name__: f for f in (abs, all, any, int, len, max, min, round, set, sum)}
 
@@ -160,6 +164,7 @@ def _param(entry: dict, values: Mapping, path: str) -> Param:
         choices=tuple(choices) if choices is not None else None,
         item=_TYPES[entry["item"]] if "item" in entry else None,
         doc=entry.get("doc", ""),
+        empty=bool(entry.get("empty", False)),
     )
 
 

@@ -10,11 +10,8 @@ optionally a unit-norm decoder whose gradient is projected before the step.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import signal
-import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -26,6 +23,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from saelib import losses
+from saelib.checkpoint import (
+    contiguous,
+    find_checkpoint,
+    flatten_optimizer,
+    run_settings,
+    sigint_deferred,
+    unflatten_optimizer,
+)
 from saelib.files import atomic_path
 from saelib.initialisation import b_dec_init
 from saelib.progress import progress_bar
@@ -166,7 +171,7 @@ class Trainer:
         Interrupting (Ctrl-C) saves a checkpoint before re-raising.
         """
         cfg = self.cfg
-        if resume and cfg.checkpoint_dir and _find_checkpoint(cfg.checkpoint_dir) is not None:
+        if resume and cfg.checkpoint_dir and find_checkpoint(cfg.checkpoint_dir) is not None:
             self.load_checkpoint(cfg.checkpoint_dir)
         stream = _stream_from(batches, self.step)
         if self.step == 0:
@@ -175,7 +180,7 @@ class Trainer:
             stream = itertools.chain([first], stream)
         bar = progress_bar(cfg.progress, total=cfg.n_steps, initial=self.step, desc="train")
         try:
-            with _sigint_deferred() as interrupted:
+            with sigint_deferred() as interrupted:
                 while self.step < cfg.n_steps:
                     x = next(stream, None)
                     if x is None:
@@ -260,7 +265,7 @@ class Trainer:
         checkpoint exists (``load_checkpoint`` falls back to ``.old``). Ctrl-C is held
         until the save is done.
         """
-        with _sigint_deferred() as interrupted:
+        with sigint_deferred() as interrupted:
             self._save_checkpoint(Path(directory))
         if interrupted():
             raise KeyboardInterrupt
@@ -268,8 +273,8 @@ class Trainer:
     def _save_checkpoint(self, directory: Path) -> None:
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
-            save_file(_contiguous(self.sae.state_dict()), tmp / "sae.safetensors")
-            opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+            save_file(contiguous(self.sae.state_dict()), tmp / "sae.safetensors")
+            opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
             save_file(opt_tensors, tmp / "optimizer.safetensors")
             counters = {"tokens_since_fired": self.tokens_since_fired.cpu()}
             save_file(counters, tmp / "trainer.safetensors")
@@ -290,7 +295,7 @@ class Trainer:
         device, progress, logging and checkpoint settings) must match; otherwise the
         resumed run would not be the run that was started.
         """
-        found = _find_checkpoint(directory)
+        found = find_checkpoint(directory)
         if found is None:
             raise ValueError(f"no checkpoint (trainer.json) in {directory} or {directory}.old")
         directory = found
@@ -301,7 +306,7 @@ class Trainer:
                 f"checkpoint in {directory} is for {saved}, not for this trainer's SAE "
                 f"{self.sae.cfg}; use another checkpoint_dir"
             )
-        ours, theirs = _run_settings(asdict(self.cfg)), _run_settings(meta["train_config"])
+        ours, theirs = run_settings(asdict(self.cfg)), run_settings(meta["train_config"])
         changed = sorted(k for k in ours if ours[k] != theirs.get(k))
         if changed:
             detail = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in changed)
@@ -311,7 +316,7 @@ class Trainer:
             )
         self.sae.load_state_dict(load_file(directory / "sae.safetensors", device=self.cfg.device))
         opt_tensors = load_file(directory / "optimizer.safetensors", device=self.cfg.device)
-        self.optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, meta["optimizer"]))
+        self.optimizer.load_state_dict(unflatten_optimizer(opt_tensors, meta["optimizer"]))
         state = load_file(directory / "trainer.safetensors", device=self.cfg.device)
         self.tokens_since_fired = state["tokens_since_fired"]
         self.step, self.tokens_seen = meta["step"], meta["tokens_seen"]
@@ -320,7 +325,7 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, directory: str | Path, **overrides) -> Trainer:
         """Rebuild SAE and trainer from a checkpoint directory alone."""
-        found = _find_checkpoint(directory)
+        found = find_checkpoint(directory)
         if found is None:
             raise ValueError(f"no checkpoint (trainer.json) in {directory} or {directory}.old")
         meta = json.loads((found / "trainer.json").read_text())
@@ -329,55 +334,6 @@ class Trainer:
         trainer = cls(make_sae(SAEConfig.from_dict(meta["sae_config"])), TrainConfig(**train_cfg))
         trainer.load_checkpoint(directory)
         return trainer
-
-
-def train_sae(
-    sae_cfg: SAEConfig, train_cfg: TrainConfig, batches: Iterable[Tensor]
-) -> tuple[SAE, list[dict]]:
-    """Build an SAE from its config, train it, and return it with its history."""
-    trainer = Trainer(make_sae(sae_cfg), train_cfg)
-    history = trainer.fit(batches)
-    return trainer.sae, history
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Turn Ctrl-C into a flag checked between steps, so a checkpoint is never half a step."""
-    hit = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: hit.append(True))
-    try:
-        yield lambda: bool(hit)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-# Settings that do not change the trained weights, so a resumed run may change them.
-# sparse_topk changes only the rounding of the same gradients.
-_FREE_SETTINGS = {
-    "device",
-    "progress",
-    "log_every",
-    "checkpoint_dir",
-    "checkpoint_every",
-    "sparse_topk",
-}
-
-
-def _run_settings(train_config: dict) -> dict:
-    settings = {k: v for k, v in train_config.items() if k not in _FREE_SETTINGS}
-    settings["betas"] = list(settings["betas"])  # JSON has lists, the dataclass a tuple
-    return settings
-
-
-def _find_checkpoint(directory: str | Path) -> Path | None:
-    """The complete checkpoint: ``directory``, or ``<directory>.old`` after a crash mid-save."""
-    for candidate in (Path(directory), Path(f"{directory}.old")):
-        if (candidate / "trainer.json").is_file():
-            return candidate
-    return None
 
 
 def _stream_from(batches: Iterable[Tensor], step: int) -> Iterator[Tensor]:
@@ -391,28 +347,3 @@ def _stream_from(batches: Iterable[Tensor], step: int) -> Iterator[Tensor]:
             stacklevel=3,
         )
     return itertools.islice(iter(batches), step, None)
-
-
-def _contiguous(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-
-
-def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, Tensor], dict]:
-    """Split a torch optimizer state dict into named tensors and JSON metadata."""
-    tensors, scalars = {}, {}
-    for pid, pstate in state_dict["state"].items():
-        for name, value in pstate.items():
-            if isinstance(value, Tensor):
-                tensors[f"{pid}.{name}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{pid}.{name}"] = value
-    meta = {"param_groups": state_dict["param_groups"], "scalars": scalars}
-    return tensors, meta
-
-
-def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, value in itertools.chain(tensors.items(), meta["scalars"].items()):
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}

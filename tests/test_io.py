@@ -7,7 +7,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from saelib.io import load_sae, load_saelens, save_sae, save_saelens
+from saelib.io import load_sae, save_sae
+from saelib.saelens import load_saelens, save_saelens
 from saelib.saes import SAE_CLASSES, GatedSAE, JumpReLUSAE, SAEConfig, make_sae
 
 D_IN, D_SAE, K = 6, 10, 3  # d_in != d_sae, so a transposed matrix cannot pass a shape check

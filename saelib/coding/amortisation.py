@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from saelib.progress import progress_bar
-from saelib.saes import inference
-from saelib.saes.base import AFFINE_ENCODERS
+from saelib.saes import inference, module_mode
+from saelib.saes.config import AFFINE_ENCODERS
 from saelib.validation import check_choice, check_int, check_real, is_int, require
 
 Setting = Literal["known_dictionary", "known_codes"]
@@ -133,16 +133,14 @@ def encoder_training(sae, *, train_b_dec: bool = False) -> Iterator:
     require(not sae.cfg.tied, "sae.cfg.tied", True, "False (a tied encoder is the decoder)")
     frozen = [sae.W_dec] if train_b_dec else [sae.W_dec, sae.b_dec]
     before = [p.requires_grad for p in frozen]
-    was_training = sae.training
     for p in frozen:
         p.requires_grad_(False)
-    sae.train()
     try:
-        yield sae
+        with module_mode(sae, True):
+            yield sae
     finally:
         for p, grad in zip(frozen, before, strict=True):
             p.requires_grad_(grad)
-        sae.train(was_training)
 
 
 def fit_encoder(
@@ -210,8 +208,8 @@ def _adam_steps(sae, x: Tensor, cfg: EncoderFitConfig, codes: Tensor | None, cal
     losses = torch.empty(cfg.n_steps, device=x.device)
     for step in progress_bar(cfg.progress, range(cfg.n_steps), desc=cfg.setting):
         rows = torch.randint(len(x), (cfg.batch_size,), generator=draws).to(x.device)
-        if codes is not None:  # encoder only, no decode: _encode gives the pre-activations
-            loss = code_regression_loss(sae._encode(x[rows])[1], codes[rows])
+        if codes is not None:  # encoder only: no decode
+            loss = code_regression_loss(sae.pre_activations(x[rows]), codes[rows])
         else:  # the SAE's own objective (with Gated's auxiliary term, JumpReLU's L0, ...)
             loss = sae.loss(x[rows], cfg.sparsity_coeff).total
         optimiser.zero_grad(set_to_none=True)

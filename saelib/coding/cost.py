@@ -22,7 +22,7 @@ from saelib.coding.amortisation import SETTINGS
 from saelib.coding.ito import LASSO_SOLVERS, SOLVERS
 from saelib.coding.sparse_coding import DICT_UPDATES
 from saelib.flops import check_config, encoder_matmuls, sae_decode_flops
-from saelib.saes.base import SAEConfig
+from saelib.saes.config import SAEConfig
 from saelib.validation import check_choice, check_int, require
 
 __all__ = [

@@ -60,18 +60,23 @@ def norm_limit(x: Tensor, ratio: float) -> float:
 
 @dataclass(frozen=True)
 class Site:
-    """An SAE's place in a language model and the preparation of its inputs."""
+    """An SAE's place in a language model and the preparation of its inputs.
+
+    Attributes:
+        model: the language model's name (``saelib.lm.load_model``).
+        hook: TransformerLens hook name, e.g. ``blocks.6.hook_resid_post``.
+        scale: raw activations are multiplied by this before the SAE sees them, > 0.
+        max_norm: tokens whose raw activation norm exceeds this were left out of training;
+            None: no limit.
+        skip_first: positions skipped at the start of every sequence (e.g. an attention
+            sink), >= 0.
+    """
 
     model: str
-    """The language model's name (``saelib.lm.load_model``)."""
     hook: str
-    """TransformerLens hook name, e.g. ``blocks.6.hook_resid_post``."""
     scale: float
-    """Raw activations are multiplied by this before the SAE sees them, > 0."""
     max_norm: float | None = None
-    """Tokens whose raw activation norm exceeds this were left out of training; None: none."""
     skip_first: int = 0
-    """Positions skipped at the start of every sequence (e.g. an attention sink), >= 0."""
 
     def __post_init__(self) -> None:
         require(isinstance(self.model, str) and self.model, "Site.model", self.model, "a name")

@@ -1,6 +1,7 @@
 """SAE architectures over one base; ``make_sae`` builds one from its config."""
 
-from saelib.saes.base import SAE, LossOutput, SAEConfig, SAEOutput, inference
+from saelib.saes.base import SAE, LossOutput, SAEOutput, inference, module_mode
+from saelib.saes.config import SAEConfig
 from saelib.saes.gated import GatedSAE
 from saelib.saes.jumprelu import JumpReLUSAE
 from saelib.saes.mlp import MLPSAE
@@ -30,6 +31,7 @@ __all__ = [
     "SAE_CLASSES",
     "make_sae",
     "inference",
+    "module_mode",
     "ReLUSAE",
     "TopKSAE",
     "BatchTopKSAE",

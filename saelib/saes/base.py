@@ -1,4 +1,4 @@
-"""What every SAE shares: the config, the decoder, the outputs and the loss contract.
+"""What every SAE shares: the decoder, the outputs and the loss contract (config: ``config``).
 
 An SAE maps activations ``x [batch, d_in]`` to codes ``f [batch, d_sae]`` and back:
 
@@ -14,114 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from saelib import losses
+from saelib.saes.config import SAEConfig
 from saelib.saes.sparse import SparseCodes
-from saelib.validation import check_choice, check_int, check_real
-
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"]
-SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
-MLPOutput = Literal["relu", "topk"]
 
 _INIT_SALT = 0x5AE_0000  # separates SAE initialisation from data generation seeds
-
-AFFINE_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu")
-"""Encoders that are one affine map of ``x - b_dec`` (``_Affine``); codes depend on it alone."""
-LINEAR_ENCODERS = (*AFFINE_ENCODERS, "gated")
-"""Encoders built from linear maps of ``x - b_dec`` (Gated has two); they may be tied."""
-
-
-@dataclass(frozen=True)
-class SAEConfig:
-    """Shape and architecture of a sparse autoencoder (training settings live in TrainConfig)."""
-
-    d_in: int
-    """Width of the activations the SAE reads."""
-    d_sae: int
-    """Number of latents (dictionary atoms)."""
-    architecture: Architecture = "relu"
-    """One of relu (L1 penalty), topk, batchtopk, jumprelu, gated, mlp (deep encoder)."""
-    k: int | None = None
-    """Active latents per sample: required for topk, batchtopk and mlp with mlp_output='topk'."""
-    sparsity_penalty: SparsityPenalty = "l1_dec_norm"
-    """Penalty of relu and mlp(relu) SAEs: plain l1, decoder-norm-weighted l1, or tanh."""
-    tanh_scale: float = 4.0
-    """Scale inside the tanh penalty, tanh(scale * |f| * ||W_dec||)."""
-    bandwidth: float = 0.001
-    """JumpReLU: width eps of the rectangle kernel in the straight-through estimator."""
-    init_threshold: float = 0.001
-    """JumpReLU: initial threshold theta of every latent."""
-    threshold_momentum: float = 0.99
-    """BatchTopK: momentum of the running estimate of the inference threshold."""
-    mlp_hidden: tuple[int, ...] = (256,)
-    """MLP encoder: widths of the hidden layers (depth = len + 1 linear maps)."""
-    mlp_output: MLPOutput = "relu"
-    """MLP encoder: output nonlinearity; relu takes sparsity_penalty, topk takes k."""
-    tied: bool = False
-    """Encoder weight is the decoder's transpose (linear encoders only)."""
-    apply_b_dec_to_input: bool = True
-    """Subtract b_dec before encoding (as in SAELens and Gao et al.)."""
-    seed: int = 0
-    """Seed of the parameter initialisation."""
-    metadata: dict = field(default_factory=dict, compare=False)
-    """Free-form provenance (model, hook, dataset), saved with the weights."""
-
-    def __post_init__(self):
-        check_int("SAEConfig.d_in", self.d_in, low=1)
-        check_int("SAEConfig.d_sae", self.d_sae, low=1)
-        check_choice("SAEConfig.architecture", self.architecture, get_args(Architecture))
-        check_choice("SAEConfig.sparsity_penalty", self.sparsity_penalty, get_args(SparsityPenalty))
-        check_choice("SAEConfig.mlp_output", self.mlp_output, get_args(MLPOutput))
-        if self.uses_k:
-            check_int("SAEConfig.k", self.k, low=1)
-            if self.k > self.d_sae:
-                raise ValueError(f"SAEConfig.k must be in [1, d_sae={self.d_sae}], got {self.k}")
-        elif self.k is not None:
-            raise ValueError(
-                f"SAEConfig.k is only used by topk, batchtopk and mlp with mlp_output='topk'; "
-                f"got k={self.k} for architecture={self.architecture!r} (set k=None)"
-            )
-        for name in ("tanh_scale", "bandwidth", "init_threshold"):
-            check_real(f"SAEConfig.{name}", getattr(self, name), low=0, open_low=True)
-        if not 0 <= self.threshold_momentum < 1:
-            raise ValueError(
-                f"SAEConfig.threshold_momentum must be in [0, 1), got {self.threshold_momentum}"
-            )
-        if not self.mlp_hidden or not isinstance(self.mlp_hidden, tuple):
-            raise ValueError(
-                f"SAEConfig.mlp_hidden must be a non-empty tuple of positive integers, "
-                f"got {self.mlp_hidden!r}"
-            )
-        for width in self.mlp_hidden:
-            check_int("SAEConfig.mlp_hidden entries", width, low=1)
-        if self.tied and self.architecture not in LINEAR_ENCODERS:
-            raise ValueError(
-                f"SAEConfig.tied is only allowed for architectures {list(LINEAR_ENCODERS)}, "
-                f"got architecture={self.architecture!r}"
-            )
-
-    @property
-    def uses_k(self) -> bool:
-        return self.architecture in ("topk", "batchtopk") or (
-            self.architecture == "mlp" and self.mlp_output == "topk"
-        )
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mlp_hidden"] = list(self.mlp_hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SAEConfig:
-        d = dict(d)
-        if "mlp_hidden" in d:
-            d["mlp_hidden"] = tuple(d["mlp_hidden"])
-        return cls(**d)
 
 
 class SAEOutput(NamedTuple):
@@ -141,17 +43,23 @@ class SAEOutput(NamedTuple):
 
 
 @contextmanager
-def inference(module: nn.Module) -> Iterator[nn.Module]:
-    """Run the block with ``module`` in eval mode, then restore its mode, even on an error.
-
-    Eval mode matters: a BatchTopK SAE codes with its learned threshold there.
-    """
+def module_mode(module: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Run the block with ``module`` in training (True) or eval mode, then restore its mode,
+    even on an error."""
     was_training = module.training
-    module.eval()
+    module.train(training)
     try:
         yield module
     finally:
         module.train(was_training)
+
+
+def inference(module: nn.Module):
+    """``module_mode(module, False)``: eval mode for the block, the previous mode restored.
+
+    Eval mode matters: a BatchTopK SAE codes with its learned threshold there.
+    """
+    return module_mode(module, False)
 
 
 class LossOutput(NamedTuple):
@@ -190,6 +98,10 @@ class SAE(nn.Module):
 
     def encoder_input(self, x: Tensor) -> Tensor:
         return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """The encoder's output before the sparsifying nonlinearity, ``[batch, d_sae]``."""
+        return self._encode(x)[1]
 
     def encode(self, x: Tensor) -> Tensor:
         """Codes ``f [batch, d_sae]`` of activations ``x [batch, d_in]``."""

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from saelib import losses
-from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEConfig, SAEOutput
+from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEOutput
+from saelib.saes.config import SAEConfig
 
 
 class GatedSAE(LinearEncoderSAE):

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from saelib import losses
-from saelib.saes.base import LinearEncoderSAE, SAEConfig, SAEOutput
+from saelib.saes.base import LinearEncoderSAE, SAEOutput
+from saelib.saes.config import SAEConfig
 
 
 class JumpReLUSAE(LinearEncoderSAE):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from saelib.saes.base import SAE, SAEConfig, SAEOutput, penalty
+from saelib.saes.base import SAE, SAEOutput, penalty
+from saelib.saes.config import SAEConfig
 from saelib.saes.topk import topk_activation
 
 

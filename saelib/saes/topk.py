@@ -18,7 +18,8 @@ from torch import Tensor
 
 from saelib import losses
 from saelib.saes import sparse
-from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEConfig, SAEOutput, _Affine
+from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEOutput, _Affine
+from saelib.saes.config import SAEConfig
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from saelib.coding.amortisation import encoder_training, set_dictionary_
-from saelib.saes import SAE, SAEConfig, make_sae
+from saelib.saes import SAE, SAEConfig, make_sae, module_mode
 from saelib.training import TrainConfig, Trainer
 
 
@@ -31,15 +31,13 @@ def objective(sae: SAE, x: Tensor, sparsity_coeff: float, batch_size: int = 8192
     each the mean over the rows of ``x`` (chunked, weighted by chunk size). Training mode, so
     BatchTopK is scored as trained (per-batch top-k), not with its inference threshold.
     """
-    was_training = sae.training
-    sae.train()
     device = next(sae.parameters()).device
     sums: dict[str, float] = {}
-    for chunk in x.split(batch_size):
-        total, terms, _ = sae.loss(chunk.to(device), sparsity_coeff)
-        for name, value in {"total": total, **terms}.items():
-            sums[name] = sums.get(name, 0.0) + float(value) * len(chunk)
-    sae.train(was_training)
+    with module_mode(sae, True):
+        for chunk in x.split(batch_size):
+            total, terms, _ = sae.loss(chunk.to(device), sparsity_coeff)
+            for name, value in {"total": total, **terms}.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(chunk)
     return {name: value / len(x) for name, value in sums.items()}
 
 
@@ -48,8 +46,7 @@ def sae_with_dictionary(cfg: SAEConfig, dictionary: Tensor) -> SAE:
     encoder the decoder's transpose (linear encoders), biases zero."""
     sae = make_sae(cfg)
     set_dictionary_(sae, dictionary / dictionary.norm(dim=1, keepdim=True).clamp_min(1e-12))
-    if hasattr(sae, "init_encoder_from_decoder_"):
-        sae.init_encoder_from_decoder_()
+    sae.init_encoder_from_decoder_()  # a no-op where the encoder is not the decoder's shape
     return sae
 
 
