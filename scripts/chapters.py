@@ -13,6 +13,7 @@ run with the chapter, the cell and the error.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 import papermill
 import yaml
 from papermill.exceptions import PapermillExecutionError
+
+from saelib.parameters import check_chapter
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS, BOOK = ROOT / "notebooks", ROOT / "book"
@@ -42,11 +45,28 @@ def preset_parameters(chapter: str, preset: str) -> dict:
     return dict(known[preset] or {})
 
 
+def notebook_defaults(chapter: str) -> dict:
+    """The values of the chapter's ``parameters`` cell (its ci preset)."""
+    cells = json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    values: dict = {}
+    exec("".join(cell["source"]), {}, values)  # noqa: S102 - the repository's own notebook
+    return values
+
+
 def run(chapter: str, output: Path, preset: str = "ci", overrides: dict | None = None) -> float:
-    """Execute one chapter into ``output``; return seconds; exit with a clear message on error."""
+    """Execute one chapter into ``output``; return seconds; exit with a clear message on error.
+
+    The parameters are checked against the chapter's schema before a kernel starts, so a
+    misspelt name or a value out of range fails at once, naming the parameter.
+    """
     if chapter not in chapters():
         raise SystemExit(f"unknown chapter {chapter!r}; chapters: {chapters()}")
     params = preset_parameters(chapter, preset) | (overrides or {})
+    try:
+        check_chapter(notebook_defaults(chapter) | params, chapter)
+    except ValueError as err:
+        raise SystemExit(f"chapter {chapter}, preset {preset}: {err}") from None
     print(f"[{chapter}] preset={preset} parameters={params} -> {output}", flush=True)
     start = time.perf_counter()
     try:

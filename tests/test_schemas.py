@@ -76,3 +76,21 @@ def test_presets_pass(chapter, preset):
     overrides = yaml.safe_load((NOTEBOOKS / "presets.yaml").read_text())[chapter][preset] or {}
     values = defaults(chapter) | overrides | {"device": "cpu"}
     check_chapter(values, chapter)
+
+
+def test_chapter_runner_refuses_bad_overrides_before_starting_a_kernel(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "chapters", NOTEBOOKS.parent / "scripts" / "chapters.py"
+    )
+    chapters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chapters)
+    out = tmp_path / "never.ipynb"
+    with pytest.raises(
+        SystemExit, match=r"chapter 01_sae_zoo, preset ci: unknown parameter\(s\) \['sed'\]"
+    ):
+        chapters.run("01_sae_zoo", out, overrides={"sed": 1})
+    with pytest.raises(SystemExit, match="ks and dead_k must be at most d_sae"):
+        chapters.run("01_sae_zoo", out, overrides={"ks": [2, 400]})
+    assert not out.exists()
