@@ -90,22 +90,6 @@ def test_check_chapter_reads_the_schema(tmp_path, monkeypatch):
         check_chapter(good, "nope")
 
 
-def test_every_notebook_has_a_schema_naming_its_parameters():
-    import ast
-    import json
-    from pathlib import Path
-
-    from saelib.parameters import chapter_schema
-
-    for nb in sorted(Path(__file__).parents[1].glob("notebooks/[0-9][0-9]_*.ipynb")):
-        cells = json.loads(nb.read_text())["cells"]
-        params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
-        tree = ast.parse("".join(params["source"]))
-        targets = [t for node in tree.body if isinstance(node, ast.Assign) for t in node.targets]
-        names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-        assert names == set(chapter_schema(nb.stem)["parameters"]), nb.stem
-
-
 def test_empty_lists_and_dicts_only_where_declared():
     lists = {"ks": Param(list, item=int), "tasks": Param(list, item=str, empty=True)}
     assert check_parameters({"ks": [1], "tasks": []}, lists)["tasks"] == []

@@ -1,6 +1,5 @@
 """The chapters' parameter schemas: every notebook's defaults pass; chapters 03/04's rules fail."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,18 +9,26 @@ from saelib.parameters import check_chapter
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def defaults(chapter: str) -> dict:
-    """The values of the chapter's ``parameters`` cell."""
-    cells = json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())["cells"]
-    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    namespace: dict = {}
-    exec("".join(cell["source"]), {}, namespace)  # noqa: S102 - the repository's own notebook
-    return namespace
+def _load_runner():
+    """``scripts/chapters.py`` as a module: the one reader of a notebook's defaults."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "chapters", NOTEBOOKS.parent / "scripts" / "chapters.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+chapters = _load_runner()
+defaults = chapters.notebook_defaults
 
 
 @pytest.mark.parametrize("chapter", sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
 def test_defaults_pass(chapter):
-    """Every chapter's own defaults (its ci preset) pass its schema."""
+    """Every chapter's own defaults (its ci preset) pass its schema: the same names (no
+    unknown, none missing), types, ranges and rules."""
     params = check_chapter(defaults(chapter), chapter)
     assert params["device"] in ("cpu", "cuda")
 
@@ -79,13 +86,6 @@ def test_presets_pass(chapter, preset):
 
 
 def test_chapter_runner_refuses_bad_overrides_before_starting_a_kernel(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "chapters", NOTEBOOKS.parent / "scripts" / "chapters.py"
-    )
-    chapters = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(chapters)
     out = tmp_path / "never.ipynb"
     with pytest.raises(
         SystemExit, match=r"chapter 01_sae_zoo, preset ci: unknown parameter\(s\) \['sed'\]"
