@@ -22,6 +22,10 @@ A schema file::
     rules:                                                 # checks across parameters
       - check: max(ks) <= d_sae
         message: every k must be at most d_sae
+    claims:                                                # what the chapter tests
+      - {id: ..., statement: ..., source: ..., ...}        # see saelib.claims
+
+``chapter_claims("01_sae_zoo")`` reads the declared claims (:mod:`saelib.claims`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from pathlib import Path
 
 import torch
 import yaml
+
+from saelib.claims import Claim
+from saelib.claims import load as load_claims
 
 # Globals an IPython kernel defines by itself; they are not parameters.
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -137,13 +144,22 @@ _RULE_BUILTINS = {f.__name__: f for f in (abs, all, any, int, len, max, min, rou
 
 
 def chapter_schema(chapter: str) -> dict:
-    """The parsed schema of ``chapter`` (``{"parameters": {...}, "rules": [...]}``)."""
+    """The parsed schema of ``chapter``: its ``parameters``, ``rules`` and ``claims``."""
     path = SCHEMAS / f"{chapter}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
         raise ValueError(f"no parameter schema {path} for chapter {chapter!r}; known: {known}")
     schema = yaml.safe_load(path.read_text()) or {}
-    return {"parameters": schema.get("parameters") or {}, "rules": schema.get("rules") or []}
+    return {
+        "parameters": schema.get("parameters") or {},
+        "rules": schema.get("rules") or [],
+        "claims": schema.get("claims") or [],
+    }
+
+
+def chapter_claims(chapter: str) -> list[Claim]:
+    """The claims ``chapter`` declares (the ``claims:`` list of its schema file)."""
+    return load_claims(chapter_schema(chapter)["claims"])
 
 
 def _param(entry: dict, values: Mapping, path: str) -> Param:
