@@ -56,6 +56,7 @@ __all__ = [
     "glue_values",
     "interval",
     "load",
+    "rounded",
     "verdict",
     "verdicts",
 ]
@@ -178,6 +179,13 @@ def verdicts(claims: Sequence[Claim], effects: Mapping[str, Sequence[float]]) ->
         rows.append({"id": claim.id, "verdict": verdict(claim, low, high), "effect": mean,
                      "low": low, "high": high, "n": n, "counts if": claim.counts_if})  # fmt: skip
     return pd.DataFrame(rows).set_index("id")
+
+
+def rounded(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """The :func:`verdicts` table for printing: effect and interval rounded to ``digits``
+    (a regression figure must not flip between ``-0.00`` and ``0.00``)."""
+    columns = ["effect", "low", "high"]
+    return table.assign(**{c: table[c].round(digits) + 0.0 for c in columns})
 
 
 def glue_values(table: pd.DataFrame) -> dict[str, object]:

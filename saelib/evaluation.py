@@ -95,13 +95,15 @@ def sweep(
     *,
     start: Callable[[Run], SAE] | None = None,
     progress: bool = True,
+    keep_history: bool = False,
 ) -> tuple[pd.DataFrame, list[SAE]]:
     """Make, fit and score every run: the one sweep loop of the library.
 
     Each run trains ``start(run)`` (default: a fresh ``make_sae(run.sae)``) on
     ``batches(run)``, then ``score(sae, run)`` gives its metrics. One row per run:
     architecture, d_sae, the run's labels, the scores, the final training loss terms
-    (``train_<name>``) and the wall time (``seconds``, not a regression figure). The SAEs
+    (``train_<name>``), the wall time (``seconds``, not a regression figure) and, with
+    ``keep_history``, the training log (``history``: the Trainer's records). The SAEs
     come back in inference (eval) mode. One progress bar for the sweep: per-run bars are
     off, since nested bars garble non-terminal output.
     """
@@ -116,6 +118,8 @@ def sweep(
         row.update(score(sae, run))
         row.update({f"train_{k}": v for k, v in history[-1].items() if k != "step"})
         row["seconds"] = time.perf_counter() - began
+        if keep_history:
+            row["history"] = history
         rows.append(row)
         saes.append(sae.eval())
     return pd.DataFrame(rows), saes
@@ -129,13 +133,14 @@ def run_sweep(
     true_dictionary: Tensor | None = None,
     true_codes: Tensor | None = None,
     progress: bool = True,
+    keep_history: bool = False,
 ) -> pd.DataFrame:
     """:func:`sweep` scored by :func:`evaluate` on ``x_eval``; returns the table only."""
 
     def score(sae: SAE, run: Run) -> dict:
         return evaluate(sae, x_eval, true_dictionary=true_dictionary, true_codes=true_codes)
 
-    return sweep(runs, batches, score, progress=progress)[0]
+    return sweep(runs, batches, score, progress=progress, keep_history=keep_history)[0]
 
 
 def compare_frontiers(
@@ -160,6 +165,22 @@ def compare_frontiers(
             y_b = float(np.interp(np.log(xa), log_xb, yb))
             rows.append({x: float(xa), "y_a": float(ya), "y_b": y_b, "diff": float(ya) - y_b})
     return pd.DataFrame(rows, columns=[x, "y_a", "y_b", "diff"])
+
+
+def frontier_gap(
+    table: pd.DataFrame, a: str, b: str, x: str = "l0", y: str = "fvu", by: str = "architecture"
+) -> float:
+    """How far ``a``'s frontier lies below ``b``'s: ``b``'s ``y`` minus ``a``'s at matched ``x``.
+
+    Symmetric in its evidence: every run of ``a`` inside ``b``'s ``x`` range against ``b``'s
+    frontier, and every run of ``b`` inside ``a``'s range against ``a``'s (both interpolated
+    in ``log x`` by :func:`compare_frontiers`); the mean over those matched runs. Positive:
+    ``a`` is lower (for FVU, better). NaN when the two ranges share no run.
+    """
+    diffs = [-compare_frontiers(table, a, b, x, y, by)["diff"],
+             compare_frontiers(table, b, a, x, y, by)["diff"]]  # fmt: skip
+    matched = pd.concat(diffs)
+    return float(matched.mean()) if len(matched) else float("nan")
 
 
 def recovery_vs_fidelity(table: pd.DataFrame, by: str = "architecture") -> pd.DataFrame:

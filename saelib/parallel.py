@@ -3,11 +3,13 @@
     tables = map_seeds(partial(run_one_seed, params), range(5), workers=2)
 
 Small SAEs train faster on one thread than on two (their products are too small to share),
-so a chapter's seeds run in ``workers`` processes of ``threads`` threads each instead of one
-after another on every thread. Each worker sets its thread count before it runs anything,
-so a seed's numbers do not depend on how many workers there are. ``fn`` must be picklable: a
-module-level function (or a ``functools.partial`` of one) of ``saelib``, not one defined in
-a notebook. ``workers=1`` runs in this process (same numbers, easier to debug).
+so a chapter's seeds run in ``workers`` processes of ``threads`` threads each instead of
+one after another on every thread. A "seed" may be any picklable task key, e.g.
+``(seed, part)`` to split a seed's work into parts of similar cost so that every worker
+stays busy. Each worker sets its thread count before it runs anything, so a seed's numbers
+do not depend on how many workers there are. ``fn`` must be picklable: a module-level
+function (or a ``functools.partial`` of one) of ``saelib``, not one defined in a notebook.
+``workers=1`` runs in this process (same numbers, easier to debug).
 """
 
 from __future__ import annotations

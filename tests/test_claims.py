@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from saelib.claims import Claim, claims_table, glue_values, interval, load, verdict, verdicts
+from saelib.claims import (
+    Claim,
+    claims_table,
+    glue_values,
+    interval,
+    load,
+    rounded,
+    verdict,
+    verdicts,
+)
 from saelib.parameters import chapter_claims, chapter_schema
 
 
@@ -88,6 +97,11 @@ def test_load_refuses_bad_declarations():
         load([{**good, "direction": "up"}])
     with pytest.raises(ValueError, match="claim c"):
         load([{k: v for k, v in good.items() if k != "source"}])
+
+
+def test_rounded_has_no_negative_zero():
+    table = verdicts([claim()], {"c": [-0.001, -0.002, 0.0]})
+    assert rounded(table).to_string().count("-0.00") == 0
 
 
 def test_tables_and_glue_values():

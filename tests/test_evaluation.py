@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from saelib.evaluation import Run, compare_frontiers, evaluate, recovery_vs_fidelity, run_sweep
+from saelib.evaluation import (
+    Run,
+    compare_frontiers,
+    evaluate,
+    frontier_gap,
+    recovery_vs_fidelity,
+    run_sweep,
+)
 from saelib.saes import SAEConfig, make_sae
 from saelib.training import TrainConfig
 
@@ -27,6 +34,23 @@ def test_compare_frontiers_interpolates_in_log_x():
         compare_frontiers(table, "a", "c")
 
 
+def test_frontier_gap_uses_matched_runs_of_both_sides():
+    table = pd.DataFrame(
+        {
+            "architecture": ["b", "b", "b", "a", "a", "a"],
+            "l0": [1.0, 4.0, 16.0, 2.0, 8.0, 32.0],
+            "fvu": [0.8, 0.4, 0.2, 0.5, 0.2, 0.05],
+        }
+    )
+    # a's runs at 2 and 8 against b: 0.6 - 0.5, 0.3 - 0.2; b's runs at 4 and 16 against a
+    # (a at 4: halfway in log between 0.5 and 0.2 = 0.35; at 16: between 0.2 and 0.05 = 0.125)
+    expected = np.mean([0.1, 0.1, 0.4 - 0.35, 0.2 - 0.125])
+    assert frontier_gap(table, "a", "b") == pytest.approx(expected)
+    assert frontier_gap(table, "b", "a") == pytest.approx(-expected)
+    apart = table.assign(l0=np.where(table["architecture"] == "a", table["l0"] * 100, table["l0"]))
+    assert np.isnan(frontier_gap(apart, "a", "b"))
+
+
 def test_evaluate_identity_sae_and_sweep():
     # An SAE whose decoder is the identity and encoder passes x through: FVU 0, no shrinkage.
     sae = make_sae(SAEConfig(d_in=3, d_sae=3, tied=True))
@@ -43,8 +67,9 @@ def test_evaluate_identity_sae_and_sweep():
         Run(SAEConfig(d_in=3, d_sae=4), TrainConfig(n_steps=2, progress=False), {"n": i})
         for i in range(2)
     ]
-    table = run_sweep(runs, lambda run: [x[:10]] * 5, x, progress=False)
+    table = run_sweep(runs, lambda run: [x[:10]] * 5, x, progress=False, keep_history=True)
     assert table["n"].tolist() == [0, 1] and {"fvu", "l0", "train_mse"} <= set(table.columns)
+    assert [r["step"] for r in table["history"][0]] == [2]  # the log of the last step
 
 
 def test_recovery_vs_fidelity_by_hand():

@@ -91,6 +91,6 @@ def test_chapter_runner_refuses_bad_overrides_before_starting_a_kernel(tmp_path)
         SystemExit, match=r"chapter 01_sae_zoo, preset ci: unknown parameter\(s\) \['sed'\]"
     ):
         chapters.run("01_sae_zoo", out, overrides={"sed": 1})
-    with pytest.raises(SystemExit, match="ks and dead_k must be at most d_sae"):
-        chapters.run("01_sae_zoo", out, overrides={"ks": [2, 400]})
+    with pytest.raises(SystemExit, match="ks must be at most the narrowest d_sae"):
+        chapters.run("01_sae_zoo", out, overrides={"ks": [2, 4, 400]})
     assert not out.exists()

@@ -8,6 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from saelib.claims import interval
 
 STYLE = Path(__file__).with_name("saelib.mplstyle")
 
@@ -52,6 +55,12 @@ def label(name: str) -> str:
     return METRIC_LABELS.get(name, ARCH_LABELS.get(name, name))
 
 
+def mean_interval(values: pd.Series) -> pd.Series:
+    """Mean and 95% t-interval half-widths over seeds (0 where one seed), for error bars."""
+    mean, low, high, _ = interval(values)
+    return pd.Series({"mean": mean, "below": mean - low, "above": high - mean}).fillna(0.0)
+
+
 def pareto(
     ax: Axes,
     table: pd.DataFrame,
@@ -60,18 +69,61 @@ def pareto(
     hue: str = "architecture",
     logx: bool = True,
     logy: bool = False,
+    point: str | None = None,
 ) -> Axes:
-    """One line per ``hue`` value through its runs, sorted by ``x`` (a sparsity frontier)."""
+    """One line per ``hue`` value through its points, sorted by ``x`` (a sparsity frontier).
+
+    Without ``point`` every row is a point. With ``point`` (e.g. ``"knob"``) the rows sharing
+    a ``(hue, point)`` value (one per seed) make one point at their mean, with 95% t
+    intervals on both axes.
+    """
     for key, group in table.groupby(hue, sort=False):
-        group = group.sort_values(x)
-        ax.plot(group[x], group[y], marker="o", color=ARCH_COLORS.get(key), label=label(key))
+        if point is None:
+            group = group.sort_values(x)
+            ax.plot(group[x], group[y], marker="o", color=ARCH_COLORS.get(key), label=label(key))
+            continue
+        xs = group.groupby(point)[x].apply(mean_interval).unstack()
+        ys = group.groupby(point)[y].apply(mean_interval).unstack()
+        order = xs["mean"].sort_values().index
+        xs, ys = xs.loc[order], ys.loc[order]
+        ax.errorbar(
+            xs["mean"], ys["mean"], xerr=[xs["below"], xs["above"]],
+            yerr=[ys["below"], ys["above"]], marker="o", capsize=2,
+            color=ARCH_COLORS.get(key), label=label(key),
+        )  # fmt: skip
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
     if logx:
         ax.set_xscale("log")
+        _plain_log_labels(ax.xaxis)
     if logy:
         ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
     ax.legend()
+    return ax
+
+
+def _plain_log_labels(axis) -> None:
+    """Label a log axis 1, 2, 5, 10, 20, ... (not 2 x 10^0, whose labels overlap)."""
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def bars_intervals(ax: Axes, table: pd.DataFrame, x: str, y: str) -> Axes:
+    """Bars of the mean of ``y`` per ``x`` over the table's rows (one per seed), with 95% t
+    intervals and every seed as a dot; the means written on top."""
+    stats = table.groupby(x, sort=False)[y].apply(mean_interval).unstack()
+    positions = range(len(stats))
+    container = ax.bar(positions, stats["mean"], yerr=[stats["below"], stats["above"]],
+                       capsize=3, color="#BBBBBB")  # fmt: skip
+    ax.bar_label(container, fmt="%.2f", fontsize=8, padding=6)
+    for i, key in enumerate(stats.index):
+        seeds = table[table[x] == key][y]
+        ax.plot([i] * len(seeds), seeds, "o", color="#333333", markersize=3)
+    ax.set_xticks(list(positions), [label(k) for k in stats.index])
+    ax.set_ylabel(label(y))
+    ax.set_xlabel(label(x))
     return ax
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
 
-from saelib.plotting.base import ARCH_COLORS, heatmap
+from saelib.plotting.base import ARCH_COLORS, heatmap, label
 
 # The solutions compared in the toy-composition chapter.
 SOLUTION_COLORS = {
@@ -204,4 +204,19 @@ def metric_lines(
     for name, group in table.groupby(by, sort=False):
         ax.plot(group[x], group[y], marker="o", label=name, color=colors.get(name),
                 ls=styles.get(name, default_style))  # fmt: skip
+    return ax
+
+
+def training_curves(ax: Axes, table: pd.DataFrame, term: str = "mse") -> Axes:
+    """The training log's ``term`` against step for every run of ``table`` (a ``history``
+    column of Trainer records), one colour per architecture, log scale."""
+    for arch, group in table.groupby("architecture", sort=False):
+        for i, (_, run) in enumerate(group.iterrows()):
+            log = pd.DataFrame(run["history"])
+            ax.plot(log["step"], log[term], color=ARCH_COLORS.get(arch), lw=1,
+                    label=label(arch) if i == 0 else None)  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training {term} (batch)")
+    ax.legend(fontsize=7)
     return ax
