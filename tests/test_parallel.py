@@ -10,8 +10,10 @@ from saelib.parallel import default_workers, map_seeds
 
 def _draw(scale: float, seed: int) -> tuple[int, float, int]:
     g = torch.Generator().manual_seed(seed)
-    return seed, float(torch.randn(64, 64, generator=g).matmul(torch.ones(64)).sum()) * scale, (
-        torch.get_num_threads()
+    return (
+        seed,
+        float(torch.randn(64, 64, generator=g).matmul(torch.ones(64)).sum()) * scale,
+        (torch.get_num_threads()),
     )
 
 
