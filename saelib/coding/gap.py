@@ -325,7 +325,8 @@ def summarise(best: pd.DataFrame) -> pd.DataFrame:
     """Per setting and method of the chosen rows: mean test MCC and its 95% t interval over
     seeds, mean MMCS, dead latents and FLOPs, the median chosen lambda."""
     rows = []
-    for (setting, method), part in best.groupby(["setting", "method"], sort=False):
+    ordered = best.sort_values("setting", kind="stable")  # a, b, c; methods as they come
+    for (setting, method), part in ordered.groupby(["setting", "method"], sort=False):
         mean, low, high, n = interval(part["mcc"])
         rows.append({"setting": setting, "method": method, "mcc": mean, "low": low,
                      "high": high, "n": n, "mmcs": part["mmcs"].mean(),

@@ -59,9 +59,9 @@ def band(ax: Axes, frame: pd.DataFrame, by: str, x: str, y: str, label: str, **s
 
 
 def setting_bars(axes: Sequence[Axes], best: pd.DataFrame) -> Sequence[Axes]:
-    """One panel per setting of ``best``: mean test code MCC per method (bars) with its 95% t
-    interval over seeds (error bars), each seed's MCC (dots)."""
-    for ax, setting in zip(axes, best["setting"].unique(), strict=True):
+    """One panel per setting of ``best`` (a, b, c): mean test code MCC per method (bars) with
+    its 95% t interval over seeds (error bars), each seed's MCC (dots)."""
+    for ax, setting in zip(axes, sorted(best["setting"].unique()), strict=True):
         part = best[best["setting"] == setting]
         methods = list(part["method"].unique())
         stats = [interval(part[part["method"] == m]["mcc"]) for m in methods]
