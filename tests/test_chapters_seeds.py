@@ -33,7 +33,8 @@ def checked_output(notebook: Path) -> str:
     """The text printed by the notebook's ``# NBVAL_CHECK_OUTPUT`` cell."""
     cells = json.loads(notebook.read_text())["cells"]
     cell = next(c for c in cells if "".join(c["source"]).startswith("# NBVAL_CHECK_OUTPUT"))
-    return "".join(o.get("text", "") for o in cell["outputs"])
+    texts = [o.get("text", "") for o in cell["outputs"]]
+    return "".join(t if isinstance(t, str) else "".join(t) for t in texts)
 
 
 @pytest.mark.chapter
