@@ -140,6 +140,17 @@ def test_choose_lambda_summarise_and_flop_curves_by_hand():
     assert chosen[["seed", "flops", "mcc"]].values.tolist() == [[0, 10, 0.2], [1, 30, 0.4]]
 
 
+def test_edge_choices_by_hand():
+    best = pd.DataFrame({
+        "seed": [0, 1, 2, 0, 0], "setting": ["c: both unknown"] * 3 + ["a: known dictionary"] * 2,
+        "method": ["SAE"] * 3 + ["oracle", "SAE"], "lambda": [0.1, 3.0, 0.3, 0.1, math.nan],
+    })  # fmt: skip
+    table = gap.edge_choices(best, [0.1, 0.3, 3.0]).set_index(["setting", "method"])
+    assert table.loc[("c: both unknown", "SAE")].tolist() == [3, 1, 1]
+    assert table.loc[("a: known dictionary", "oracle")].tolist() == [1, 1, 0]
+    assert ("a: known dictionary", "SAE") not in table.index  # no lambda (NaN): not counted
+
+
 def test_sweep_grid_by_hand():
     grid = gap_views.sweep_grid([16, 32], 8, 3.0, [8, 16], [6.0])
     assert grid == [(16, 8, 3.0), (32, 8, 3.0), (32, 8, 6.0), (32, 16, 3.0)]

@@ -62,6 +62,7 @@ __all__ = [
     "GapExperiment",
     "choose_lambda",
     "draw_splits",
+    "edge_choices",
     "flop_curves",
     "both_unknown",
     "known_settings",
@@ -333,6 +334,20 @@ def summarise(best: pd.DataFrame) -> pd.DataFrame:
                      "dead": part["dead"].mean(), "flops": part["flops"].mean(),
                      "lambda": part["lambda"].median()})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def edge_choices(best: pd.DataFrame, lambdas: Sequence[float]) -> pd.DataFrame:
+    """Does the grid bracket each method's optimum? Per setting and method with a lambda: the
+    number of seeds, and of seeds whose chosen lambda is the grid's smallest or largest
+    (for SAE+ITO, its inference lambda)."""
+    low, high = min(lambdas), max(lambdas)
+    part = best.dropna(subset=["lambda"]).sort_values("setting", kind="stable")
+    return (
+        part.groupby(["setting", "method"], sort=False)["lambda"]
+        .agg(seeds="size", at_smallest=lambda v: int((v == low).sum()),
+             at_largest=lambda v: int((v == high).sum()))
+        .reset_index()
+    )  # fmt: skip
 
 
 def flop_curves(curves: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
