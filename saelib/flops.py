@@ -45,6 +45,9 @@ def encoder_matmuls(cfg: SAEConfig) -> list[tuple[int, int]]:
     if cfg.architecture == "mlp":
         widths = (cfg.d_in, *cfg.mlp_hidden, cfg.d_sae)
         return list(zip(widths[:-1], widths[1:], strict=True))
+    if cfg.architecture == "lista":  # the first affine map, then per step z W_dec and r W_t
+        step = [(cfg.d_sae, cfg.d_in), (cfg.d_in, cfg.d_sae)]
+        return [(cfg.d_in, cfg.d_sae), *step * cfg.lista_steps]
     if cfg.architecture == "gated":  # gate path and magnitude path: two products with x_c
         return [(cfg.d_in, cfg.d_sae), (cfg.d_in, cfg.d_sae)]
     assert cfg.architecture in LINEAR_ENCODERS
@@ -58,7 +61,9 @@ def sae_encode_flops(cfg: SAEConfig) -> int:
     ``x_c [1, d_in] @ W_enc [d_in, d_sae]``. Gated: ``4 d_in d_sae``, two such products
     (``x_c @ W_gate`` and ``x_c @ (W_gate * exp(r_mag))``; forming the scaled matrix is
     once per batch, not per sample, and elementwise: ignored). MLP: ``sum_i 2 w_i w_{i+1}``
-    over the widths ``(d_in, *mlp_hidden, d_sae)``, one product per layer. Ignored: the
+    over the widths ``(d_in, *mlp_hidden, d_sae)``, one product per layer. LISTA:
+    ``2 d_in d_sae (1 + 2 lista_steps)``, the first affine map and per step the decode
+    ``z_t @ W_dec`` and ``r_t @ W_steps[t]``. Ignored: the
     b_dec subtraction, biases, ReLU, top-k / threshold selection.
     """
     return sum(2 * fan_in * fan_out for fan_in, fan_out in encoder_matmuls(check_config(cfg)))
@@ -92,7 +97,7 @@ def sae_train_step_flops(
     each of its two operands is one product of the same size), so a matmul whose operands
     both need gradients costs 3x its forward. Applied per matmul this is exact for
     saelib's graphs, with the cases where one operand needs no gradient counted at
-    2x: the first encoder layer of the linear encoders (relu, topk, batchtopk, jumprelu:
+    2x: the first encoder layer of the linear encoders (relu, topk, batchtopk, jumprelu, lista:
     their affine map skips the input gradient and gets ``b_dec``'s from a column sum, see
     ``saelib.saes.base._Affine``) and of the others when ``apply_b_dec_to_input=False``
     (the input is data), and the Gated SAE's auxiliary reconstruction
@@ -112,7 +117,7 @@ def sae_train_step_flops(
     batch_size = check_int("batch_size", batch_size, 1)
     decode = sae_decode_flops(cfg)
     per_sample = 3 * (sae_encode_flops(cfg) + decode)
-    if cfg.architecture in AFFINE_ENCODERS or not cfg.apply_b_dec_to_input:
+    if cfg.architecture in (*AFFINE_ENCODERS, "lista") or not cfg.apply_b_dec_to_input:
         fan_in, fan_out = encoder_matmuls(cfg)[0]
         n_input_products = 2 if cfg.architecture == "gated" else 1
         per_sample -= n_input_products * 2 * fan_in * fan_out  # no gradient for the data

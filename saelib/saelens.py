@@ -17,6 +17,7 @@ How the architectures map (x_c = x - b_dec when apply_b_dec_to_input, z = x_c @ 
     gated      gated      (x_c @ W_enc + b_gate > 0) * ReLU(x_c @ (W_enc * exp(r_mag)) + b_mag)
     batchtopk  jumprelu   z * (z > t),             t = the inference threshold, repeated [d_sae]
     mlp        (none)     save_saelens raises ValueError
+    lista      (none)     save_saelens raises ValueError
 
 A BatchTopK SAE therefore comes back from SAELens's format as a JumpReLU SAE whose codes
 equal the BatchTopK SAE's inference-mode (``.eval()``) codes; SAELens saves its own trained

@@ -184,6 +184,7 @@ CONFIGS = {
     "jumprelu": {"architecture": "jumprelu"},
     "gated": {"architecture": "gated"},
     "mlp": {"architecture": "mlp", "mlp_hidden": (5, 7)},
+    "lista": {"architecture": "lista", "lista_steps": 2},
 }
 
 

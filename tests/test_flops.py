@@ -22,6 +22,8 @@ CONFIGS = {  # name -> SAEConfig keywords; every architecture and the flags that
     "mlp": {"architecture": "mlp", "mlp_hidden": (5, 7)},
     "mlp_topk": {"architecture": "mlp", "mlp_hidden": (6,), "mlp_output": "topk", "k": 4},
     "mlp_no_bdec": {"architecture": "mlp", "mlp_hidden": (5,), "apply_b_dec_to_input": False},
+    "lista": {"architecture": "lista", "lista_steps": 2},
+    "lista_no_bdec": {"architecture": "lista", "lista_steps": 1, "apply_b_dec_to_input": False},
 }
 
 
@@ -48,6 +50,7 @@ def counted(fn) -> int:
         ("gated", 2 * 384),  # gate and magnitude paths
         ("mlp", 2 * (8 * 5 + 5 * 7 + 7 * 24)),  # 486
         ("mlp_topk", 2 * (8 * 6 + 6 * 24)),  # 384
+        ("lista", 384 + 2 * (384 + 384)),  # W_enc, then per step z @ W_dec and r @ W_t
     ],
 )
 def test_encode_hand_computed(name, expected):

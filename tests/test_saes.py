@@ -214,7 +214,7 @@ def test_penalty_options_reach_the_loss():
     assert vals["tanh"] < D_SAE
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"])
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp", "lista"])
 def test_training_loss_equals_loss(arch):
     """The trainer's loss is the SAE's own: on the sparse path (TopK, BatchTopK) the same
     total and gradients as the dense ``loss``; elsewhere ``loss`` itself."""
@@ -234,7 +234,7 @@ def test_training_loss_equals_loss(arch):
 
 
 def test_needs_unit_decoder_for_plain_l1_only():
-    plain = [("relu", "l1"), ("mlp", "l1"), ("gated", "l1_dec_norm")]
+    plain = [("relu", "l1"), ("mlp", "l1"), ("lista", "l1"), ("gated", "l1_dec_norm")]
     for arch, penalty in plain + [("relu", "l1_dec_norm"), ("topk", "l1")]:
         kw = {"k": 2} if arch == "topk" else {}
         kw |= {"mlp_hidden": (8,)} if arch == "mlp" else {}

@@ -5,7 +5,8 @@ FISTA. ``pursuit``: OMP, gradient and matching pursuit. ``ito``: every solver by
 (``SOLVERS``) and ``sae_ito`` on a trained SAE's decoder. ``sparse_coding``: dictionary
 learning by alternating ITO and a decoder step. ``amortisation``: encoders fitted against a
 known dictionary or known codes, and an SAE measured along one training run. ``cost``: the
-FLOPs of all of these. ``gap``, ``gap_views``: chapter 02's amortisation-gap experiment.
+FLOPs of all of these. ``gap``, ``gap_views``, ``gap_run``: chapter 02's amortisation-gap
+experiment (``gap_run``: one seed of it, and the claims' effects).
 """
 
 from saelib.coding.amortisation import EncoderFitConfig, fit_encoder

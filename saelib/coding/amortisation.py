@@ -41,7 +41,7 @@ from saelib.validation import check_choice, check_int, check_real, is_int, requi
 
 Setting = Literal["known_dictionary", "known_codes"]
 SETTINGS: tuple[str, ...] = get_args(Setting)
-CODE_REGRESSION_ARCHITECTURES = (*AFFINE_ENCODERS, "mlp")
+CODE_REGRESSION_ARCHITECTURES = (*AFFINE_ENCODERS, "mlp", "lista")
 """Architectures whose codes are a function of the pre-activations alone (not Gated)."""
 
 __all__ = [

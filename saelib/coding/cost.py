@@ -213,15 +213,18 @@ def encoder_fit_flops(cfg: SAEConfig, n_steps: int, batch_size: int, setting: st
     and ``b_dec`` is frozen: no input gradient). ``known_dictionary`` (the SAE's own loss)
     adds the dense decode through the frozen dictionary at 2x (forward and the gradient with
     respect to ``f``), twice for Gated (its auxiliary reconstruction); ``known_codes`` never
-    decodes. Ignored: the losses, elementwise work, the Adam update.
+    decodes. LISTA's steps decode through the frozen dictionary (``z_t @ W_dec``, 2x: no
+    gradient for the dictionary) and multiply by their own ``W_steps[t]`` (3x). Ignored: the
+    losses, elementwise work, the Adam update.
     """
     cfg = check_config(cfg)
     n_steps, batch_size = check_int("n_steps", n_steps, 1), check_int("batch_size", batch_size, 1)
     check_choice("setting", setting, SETTINGS)
     matmuls = encoder_matmuls(cfg)
     n_input_products = 2 if cfg.architecture == "gated" else 1
+    frozen = set(range(1, len(matmuls), 2)) if cfg.architecture == "lista" else set()
     per_sample = sum(
-        (2 if i < n_input_products else 3) * 2 * fan_in * fan_out
+        (2 if i < n_input_products or i in frozen else 3) * 2 * fan_in * fan_out
         for i, (fan_in, fan_out) in enumerate(matmuls)
     )
     if setting == "known_dictionary":

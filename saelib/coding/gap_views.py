@@ -56,7 +56,7 @@ def code_regression_sweep(
     exp: GapExperiment, problem: Callable, seed: int, grid: Sequence[tuple]
 ) -> pd.DataFrame:
     """Setting b over ``grid``: the oracle's test MCC (FISTA on the true dictionary, best
-    ``lambda`` of ``solver_coeffs`` on validation), the SAE's and the 1-hidden MLP's after
+    ``lambda`` of ``lambdas`` on validation), the SAE's and the 1-hidden MLP's after
     regressing the true codes, and each encoder's gap to the oracle. One row per ``(N, M, K)``."""
     rows = []
     for n, m, k in grid:
@@ -64,7 +64,7 @@ def code_regression_sweep(
         row = {"N": n, "M": m, "K": k}
         D = train.dictionary
         oracle = max(
-            exp.solver_coeffs, key=lambda lam: mcc(val.codes, exp.fista(D, val.x, lam).codes).mcc
+            exp.lambdas, key=lambda lam: mcc(val.codes, exp.fista(D, val.x, lam).codes).mcc
         )
         row["oracle"] = mcc(test.codes, exp.fista(D, test.x, oracle).codes).mcc
         for name in ("SAE", "MLP (1 hidden)"):
@@ -73,7 +73,7 @@ def code_regression_sweep(
             fit_encoder(sae, train.x, D, fit, codes=train.codes)
             with torch.no_grad():
                 row[name] = mcc(test.codes, sae.encode(test.x)).mcc
-        rows.append(row)
+        rows.append(row | {"seed": seed})
     sweep = pd.DataFrame(rows)
     sweep["SAE gap"] = sweep["oracle"] - sweep["SAE"]
     sweep["MLP gap"] = sweep["oracle"] - sweep["MLP (1 hidden)"]
@@ -96,15 +96,13 @@ def iteration_curve(
     return pd.DataFrame(rows)
 
 
-def inference_points(
-    exp: GapExperiment, best: pd.DataFrame, seed: int, n: int, m: int
-) -> pd.DataFrame:
-    """The encoders' chosen rows of settings a and b on ``seed`` (not the oracle), with their
+def inference_points(exp: GapExperiment, best: pd.DataFrame, n: int, m: int) -> pd.DataFrame:
+    """The encoders' chosen rows of settings a and b (every seed, not the oracle), with their
     inference FLOPs per sample (``inference_flops``)."""
     settings = best["setting"].isin([KNOWN_DICTIONARY, KNOWN_CODES])
-    points = best[(best["seed"] == seed) & settings & (best["method"] != "oracle")].copy()
+    points = best[settings & (best["method"] != "oracle")].copy()
     points["inference_flops"] = [
-        flops.sae_encode_flops(exp.sae_config(method, seed, n, m)) for method in points["method"]
+        flops.sae_encode_flops(exp.sae_config(method, 0, n, m)) for method in points["method"]
     ]
     return points
 

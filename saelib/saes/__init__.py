@@ -4,6 +4,7 @@ from saelib.saes.base import SAE, LossOutput, SAEOutput, inference, module_mode
 from saelib.saes.config import SAEConfig
 from saelib.saes.gated import GatedSAE
 from saelib.saes.jumprelu import JumpReLUSAE
+from saelib.saes.lista import LISTASAE
 from saelib.saes.mlp import MLPSAE
 from saelib.saes.relu import ReLUSAE
 from saelib.saes.topk import BatchTopKSAE, TopKSAE
@@ -15,6 +16,7 @@ SAE_CLASSES: dict[str, type[SAE]] = {
     "jumprelu": JumpReLUSAE,
     "gated": GatedSAE,
     "mlp": MLPSAE,
+    "lista": LISTASAE,
 }
 
 
@@ -38,4 +40,5 @@ __all__ = [
     "JumpReLUSAE",
     "GatedSAE",
     "MLPSAE",
+    "LISTASAE",
 ]

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 from saelib.validation import check_choice, check_int, check_real
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp"]
+Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp", "lista"]
 SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
 MLPOutput = Literal["relu", "topk"]
 
@@ -32,7 +32,8 @@ class SAEConfig:
     d_sae: int
     """Number of latents (dictionary atoms)."""
     architecture: Architecture = "relu"
-    """One of relu (L1 penalty), topk, batchtopk, jumprelu, gated, mlp (deep encoder)."""
+    """One of relu (L1 penalty), topk, batchtopk, jumprelu, gated, mlp (deep encoder), lista
+    (unrolled ISTA encoder)."""
     k: int | None = None
     """Active latents per sample: required for topk, batchtopk and mlp with mlp_output='topk'."""
     sparsity_penalty: SparsityPenalty = "l1_dec_norm"
@@ -49,6 +50,8 @@ class SAEConfig:
     """MLP encoder: widths of the hidden layers (depth = len + 1 linear maps)."""
     mlp_output: MLPOutput = "relu"
     """MLP encoder: output nonlinearity; relu takes sparsity_penalty, topk takes k."""
+    lista_steps: int = 2
+    """LISTA encoder: unrolled ISTA steps after the first affine map (0: the ReLU encoder)."""
     tied: bool = False
     """Encoder weight is the decoder's transpose (linear encoders only)."""
     apply_b_dec_to_input: bool = True
@@ -86,6 +89,7 @@ class SAEConfig:
             )
         for width in self.mlp_hidden:
             check_int("SAEConfig.mlp_hidden entries", width, low=1)
+        check_int("SAEConfig.lista_steps", self.lista_steps, low=0)
         if self.tied and self.architecture not in LINEAR_ENCODERS:
             raise ValueError(
                 f"SAEConfig.tied is only allowed for architectures {list(LINEAR_ENCODERS)}, "
