@@ -70,7 +70,10 @@ def map_seeds(
             try:
                 results = []
                 for seed in seeds:
-                    results.append(_call(fn, seed, threads))
+                    try:
+                        results.append(_call(fn, seed, threads))
+                    except Exception as err:
+                        raise RuntimeError(f"seed {seed} failed: {err!r}") from err
                     bar.update(1)
                 return results
             finally:

@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from saelib import flops
-from saelib.coding.amortisation import EncoderFitConfig, fit_encoder
+from saelib.coding.amortisation import EncoderFitConfig, fit_encoder, set_dictionary_
 from saelib.data import TensorBatches
 from saelib.io import load_sae, save_sae
 from saelib.saelens import save_saelens
@@ -47,6 +47,18 @@ def test_steps_start_at_ista_on_the_decoder():
         lipschitz = torch.linalg.matrix_norm(W, ord=2) ** 2
         step = (z0 - (z0 @ W + sae.b_dec - x) @ W.T / lipschitz).relu()
         assert torch.allclose(sae.encode(x), step, atol=1e-6)
+
+
+def test_a_known_dictionary_restarts_the_steps_at_ista_on_it():
+    """fit_encoder sets the true dictionary: the steps must start at ISTA on it, not on the
+    random decoder the SAE was built with."""
+    g = torch.Generator().manual_seed(1)
+    D = torch.nn.functional.normalize(torch.randn(D_SAE, D_IN, generator=g), dim=-1)
+    sae = lista(2)
+    set_dictionary_(sae, D)
+    expected = D.T / torch.linalg.matrix_norm(D, ord=2) ** 2
+    for t in range(2):
+        assert torch.allclose(sae.W_steps[t], expected, atol=1e-6)
 
 
 def test_gradients_match_finite_differences():

@@ -106,7 +106,8 @@ def code_regression_loss(pre_acts: Tensor, codes: Tensor) -> Tensor:
 
 def set_dictionary_(sae, dictionary: Tensor, bias: Tensor | None = None) -> None:
     """Copy ``dictionary [d_sae, d_in]`` into ``sae.W_dec`` and ``bias [d_in]`` (default 0)
-    into ``sae.b_dec``, in place and without gradient tracking."""
+    into ``sae.b_dec``, in place and without gradient tracking; then ``sae.dictionary_set_()``
+    re-derives what the SAE initialised from its old decoder (LISTA's ISTA steps)."""
     shape = tuple(sae.W_dec.shape)
     shown = dictionary.shape if isinstance(dictionary, Tensor) else type(dictionary).__name__
     ok = isinstance(dictionary, Tensor) and tuple(dictionary.shape) == shape
@@ -119,6 +120,7 @@ def set_dictionary_(sae, dictionary: Tensor, bias: Tensor | None = None) -> None
     with torch.no_grad():
         sae.W_dec.copy_(dictionary)
         sae.b_dec.copy_(bias)
+    sae.dictionary_set_()
 
 
 @contextmanager

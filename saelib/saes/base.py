@@ -155,6 +155,11 @@ class SAE(nn.Module):
     def init_encoder_from_decoder_(self) -> None:
         """Set the encoder to the decoder's transpose where the shapes allow; here, nothing."""
 
+    def dictionary_set_(self) -> None:
+        """Hook for code that replaces the decoder (``coding.amortisation.set_dictionary_``):
+        re-derive what was initialised from the old decoder, other than the encoder (LISTA's
+        ISTA steps); here, nothing."""
+
     @torch.no_grad()
     def update_statistics(self, out: SAEOutput) -> None:
         """Hook the trainer calls after each step (running estimates); default: nothing."""

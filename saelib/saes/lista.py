@@ -61,6 +61,10 @@ class LISTASAE(LinearEncoderSAE):
             self.cfg.sparsity_penalty, out.f, self.W_dec, self.cfg.tanh_scale, nonnegative=True
         )
 
+    def dictionary_set_(self) -> None:
+        """A new decoder (a known dictionary): every step back at ISTA's ``W_dec^T / L``."""
+        self._ista_steps_()
+
     @torch.no_grad()
     def init_encoder_from_decoder_(self) -> None:
         """``W_enc = W_dec^T`` and every step back at ISTA's ``W_dec^T / L``."""
