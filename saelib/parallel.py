@@ -27,13 +27,19 @@ from saelib.validation import check_int
 
 T = TypeVar("T")
 
-__all__ = ["default_workers", "map_seeds"]
+__all__ = ["default_workers", "map_seeds", "seed_parts"]
 
 
 def default_workers(n_tasks: int, threads: int = 1) -> int:
     """As many workers as the cores allow at ``threads`` each, at most one per task."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(n_tasks, (cores or 1) // threads))
+
+
+def seed_parts(seeds: Sequence[int], parts: Sequence[str]) -> list[tuple[int, str]]:
+    """Every ``(seed, part)`` key, part-major: with ``parts`` listed costliest first, every
+    seed's costliest part is submitted first, so that the workers finish together."""
+    return [(seed, part) for part in parts for seed in seeds]
 
 
 def _set_threads(threads: int) -> None:

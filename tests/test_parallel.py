@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from saelib.parallel import default_workers, map_seeds
+from saelib.parallel import default_workers, map_seeds, seed_parts
 
 
 def _draw(scale: float, seed: int) -> tuple[int, float, int]:
@@ -42,3 +42,8 @@ def test_a_failing_seed_is_named():
 def test_default_workers():
     assert default_workers(1) == 1
     assert 1 <= default_workers(100) <= 100
+
+
+def test_seed_parts_put_every_seeds_first_part_first():
+    assert seed_parts([1, 2], ["long", "short"]) == [(1, "long"), (2, "long"), (1, "short"),
+                                                      (2, "short")]  # fmt: skip

@@ -22,6 +22,7 @@ import pandas as pd
 
 from saelib.claims import interval
 from saelib.coding import gap, gap_views
+from saelib.parallel import seed_parts
 from saelib.toys.synthetic import SyntheticConfig, SyntheticData
 from saelib.validation import require
 
@@ -68,7 +69,7 @@ coding); settings a and b (with the oracle); the iteration curve, N sweep and IT
 def tasks(seeds: Sequence[int]) -> list[tuple[int, str]]:
     """``(seed, part)`` for every seed and part of ``PARTS``, the longest parts first, so that
     ``map_seeds(partial(run_part, params), tasks(seeds))`` keeps every worker busy."""
-    return [(seed, part) for part in PARTS for seed in seeds]
+    return seed_parts(seeds, PARTS)
 
 
 def run_part(params: dict, task: tuple[int, str]) -> dict[str, list[dict]]:

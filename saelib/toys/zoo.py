@@ -21,6 +21,7 @@ import torch
 from saelib.data import TensorBatches
 from saelib.evaluation import Run, frontier_gap, run_sweep
 from saelib.metrics import matched_cosines
+from saelib.parallel import seed_parts
 from saelib.saes import SAEConfig
 from saelib.toys.dictionaries import random_dictionary
 from saelib.toys.synthetic import SyntheticConfig, SyntheticData
@@ -145,7 +146,7 @@ PARTS = ("sweep at width 1", "sweep at other widths", "dead latents")
 def tasks(seeds: Sequence[int]) -> list[tuple[int, str]]:
     """Every ``(seed, part)`` of the chapter, for :func:`run_task` in worker processes: the
     costliest part of every seed first, so that the workers finish together."""
-    return [(seed, part) for part in PARTS for seed in seeds]
+    return seed_parts(seeds, PARTS)
 
 
 def run_task(exp: ZooExperiment, task: tuple[int, str]) -> pd.DataFrame:
