@@ -9,7 +9,9 @@ seeds, timed per seed-step on the same machine:
 - ``stacked``: ``S`` ReLU SAEs as one model with stacked weights ``[S, d_in, d_sae]`` and
   batched products (``torch.baddbmm``), one Adam over the stacked parameters (Adam is
   elementwise, so the seeds stay independent); a bare loop with none of the Trainer's
-  bookkeeping, i.e. a lower bound on what stacking would cost inside the library;
+  bookkeeping, i.e. a lower bound on what stacking costs;
+- ``saelib.stacked``: the library's ``train_stacked`` (each member matches the Trainer up to
+  rounding: its own batch stream, schedules, decoder projection, logs);
 - ``processes``: the Trainer in ``saelib.parallel.map_seeds`` workers of one thread each.
 
     .venv/bin/python benchmarks/seed_stacking.py            # writes results/seed_stacking.md
@@ -29,6 +31,7 @@ import torch
 from saelib.data import TensorBatches
 from saelib.parallel import map_seeds
 from saelib.saes import SAEConfig, make_sae
+from saelib.stacked import train_stacked
 from saelib.training import TrainConfig, Trainer
 
 RESULTS = Path(__file__).parent / "results"
@@ -72,6 +75,17 @@ def stacked(s: int, d: int, n: int, batch: int, steps: int) -> float:
     return time.perf_counter() - began
 
 
+def library_stacked(s: int, d: int, n: int, batch: int, steps: int) -> float:
+    """Seconds for ``s`` ReLU SAEs trained together by ``saelib.stacked.train_stacked``."""
+    x = torch.randn(32768, d, generator=torch.Generator().manual_seed(0))
+    saes = [make_sae(SAEConfig(d_in=d, d_sae=n, architecture="relu", seed=i)) for i in range(s)]
+    cfg = TrainConfig(n_steps=steps, lr=2e-3, sparsity_coeff=0.5, progress=False)
+    batches = [TensorBatches(x, batch, seed=i) for i in range(s)]
+    began = time.perf_counter()
+    train_stacked(saes, cfg, batches)
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -90,6 +104,8 @@ def main() -> None:
         rows.append((f"sequential, Trainer, {threads} thread(s)", seconds))
         stacked(s, *shape)  # warm-up
         rows.append((f"stacked {s} seeds, bare loop, {threads} thread(s)", stacked(s, *shape)))
+        rows.append((f"stacked {s} seeds, saelib.stacked, {threads} thread(s)",
+                     library_stacked(s, *shape)))  # fmt: skip
     began = time.perf_counter()
     map_seeds(partial(trainer_seed, *shape), range(s), workers=2, progress=False)
     rows.append(("processes, Trainer, 2 workers x 1 thread (incl. start-up)",

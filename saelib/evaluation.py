@@ -201,3 +201,18 @@ def recovery_vs_fidelity(table: pd.DataFrame, by: str = "architecture") -> pd.Da
             "agree": best.name == faithful.name,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def final_drop(table: pd.DataFrame, term: str = "mse", window: int = 3) -> dict[str, float]:
+    """How much a training log's ``term`` still falls over the last quarter of training.
+
+    Per run of ``table`` (a ``history`` column of Trainer records): ``1 - mean(last window
+    records) / mean(window records ending at 3/4 of training)``; returns the median and the
+    largest over the runs (``plateau_median``, ``plateau_max``).
+    """
+    drops = []
+    for history in table["history"]:
+        values = pd.DataFrame(history)[term].to_numpy()
+        at = max(window, (3 * len(values)) // 4)
+        drops.append(1 - values[-window:].mean() / values[at - window : at].mean())
+    return {"plateau_median": float(np.median(drops)), "plateau_max": float(np.max(drops))}

@@ -1,6 +1,5 @@
 """Tests for saelib.toys.ground_truth: scores of SAEs built on known dictionaries."""
 
-import pandas as pd
 import pytest
 import torch
 
@@ -10,8 +9,6 @@ from saelib.saes import SAEConfig
 from saelib.toys.composed import composed_sets
 from saelib.toys.ground_truth import (
     Truth,
-    fixed_decoder_objective,
-    gap_rows,
     score,
     train_and_score,
     variant_runs,
@@ -84,21 +81,3 @@ def test_variant_runs_are_seed_major_with_labels():
     ]
     assert [(r.sae.d_sae, r.sae.seed) for r in runs] == [(4, 3), (8, 3), (4, 4), (8, 4)]
     assert all(r.train is train for r in runs)
-
-
-def test_gap_rows_relative_to_the_reference():
-    table = pd.DataFrame({"objective": [0.5, 0.8], "mmcs": [0.9, 1.0], "fvu": [0.1, 0.2]})
-    rows = gap_rows(table, 0.4, ["mmcs"], solution="found", l1=0.1)
-    assert rows == [
-        {"solution": "found", "l1": 0.1, "objective": 0.5, "gap": pytest.approx(0.25), "mmcs": 0.9},
-        {"solution": "found", "l1": 0.1, "objective": 0.8, "gap": pytest.approx(1.0), "mmcs": 1.0},
-    ]
-
-
-def test_fixed_decoder_objective_keeps_the_dictionary():
-    run = Run(CFG, TrainConfig(n_steps=30, sparsity_coeff=0.1))
-    sae, obj = fixed_decoder_objective(
-        run, TOY.composed, lambda r: TensorBatches(TOY.batch.x, 64), TOY.batch.x
-    )
-    assert torch.allclose(sae.W_dec, TOY.composed)
-    assert obj == objective(sae, TOY.batch.x, 0.1)["total"]

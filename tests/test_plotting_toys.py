@@ -24,18 +24,26 @@ def ax():
     plt.close(fig)
 
 
-def test_mean_sd_grid_by_hand():
-    means, text = pt.mean_sd_grid(SEEDS, "gap", "l1", "lr")
+def test_mean_interval_grid_by_hand():
+    means, text = pt.mean_interval_grid(SEEDS, "gap", "l1", "lr")
     assert means.loc[0.1, 1] == pytest.approx(0.1) and means.loc[0.3, 1] == pytest.approx(-0.6)
     assert np.isnan(means.loc[0.3, 2])
-    sd = np.std([-0.2, 0.4], ddof=1)  # 0.42
-    assert text.loc[0.1, 1] == f"0.10\n±{sd:.2f}" and text.loc[0.1, 2] == "0.50\n±0.00"
+    half = 12.706 * np.std([-0.2, 0.4], ddof=1) / np.sqrt(2)  # t(0.975, 1 dof) sd / sqrt(n): 3.81
+    assert text.loc[0.1, 1] == f"0.10\n±{half:.2f}" and text.loc[0.1, 2] == "0.50\n±0.00"
 
 
 def test_seed_heatmap_symmetric_scale(ax):
     pt.seed_heatmap(ax, SEEDS.dropna(), "gap", "l1", "lr", symmetric=True, cmap="coolwarm")
     assert ax.images[0].get_clim() == pytest.approx((-0.6, 0.6))
-    assert "0.10\n±0.42" in [t.get_text() for t in ax.texts]
+    assert "0.10\n±3.81" in [t.get_text() for t in ax.texts]
+
+
+def test_lines_intervals_means_and_bars(ax):
+    table = pd.DataFrame({"c": [1, 1, 3, 3], "y": [0.0, 2.0, 1.0, 1.0], "p": ["a"] * 4})
+    pt.lines_intervals(ax, table, "c", "y", "p")
+    line = ax.lines[0]
+    assert line.get_xdata().tolist() == [1, 3] and line.get_ydata().tolist() == [1.0, 1.0]
+    assert ax.get_xscale() == "log"
 
 
 def test_seed_strips_dots_and_mean_bars(ax):
@@ -49,22 +57,6 @@ def test_seed_strips_dots_and_mean_bars(ax):
         [3, 3]
     )
     assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "a"]
-
-
-def test_gap_by_l1_lines_in_percent(ax):
-    table = pd.DataFrame({"solution": ["found", "found", "composed"], "l1": [0.1, 0.1, 0.1],
-                          "gap": [0.01, 0.03, -0.05]})  # fmt: skip
-    pt.gap_by_l1(ax, table, [0.1], "t")
-    assert [line.get_label() for line in ax.lines] == ["found", "composed"]
-    assert ax.lines[0].get_ydata() == pytest.approx([2.0]) and ax.lines[1].get_linestyle() == "--"
-
-
-def test_cosine_heatmap_values(ax):
-    atoms = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
-    directions = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
-    pt.cosine_heatmap(ax, atoms, directions, ["e1", "-e2"], "t")
-    got = ax.images[0].get_array()
-    assert np.allclose(got, [[1, 0], [2**-0.5, 2**-0.5]])
 
 
 def test_frequencies_by_role_and_recovery(ax):

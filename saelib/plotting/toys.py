@@ -11,18 +11,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from matplotlib.axes import Axes
 
-from saelib.plotting.base import ARCH_COLORS, heatmap, label
+from saelib.plotting.base import ARCH_COLORS, heatmap, label, mean_interval
 
-# The solutions compared in the toy-composition chapter.
-SOLUTION_COLORS = {
-    "found": ARCH_COLORS["relu"],
-    "started at truth": ARCH_COLORS["topk"],
-    "true features": "black",
-    "composed": "#C44E52",
-}
 # A feature's part in a ``SyntheticData`` layout (``saelib.toys.synthetic.ROLES``).
 ROLE_COLORS = {
     "parent": "#C44E52",
@@ -45,7 +37,7 @@ def composed_toy(
         ax.annotate("", xy=v.tolist(), xytext=(0, 0), arrowprops=dict(arrowstyle="->", lw=1.8))
         ax.text(*(1.12 * v).tolist(), name, ha="center", va="center")
     for v in composed:
-        ax.plot([0, v[0]], [0, v[1]], ls="--", color=SOLUTION_COLORS["composed"])
+        ax.plot([0, v[0]], [0, v[1]], ls="--", color="#C44E52")
     ax.set_aspect("equal")
     ax.set_xlim(-1.25, 1.25)
     ax.set_ylim(-1.25, 1.25)
@@ -53,16 +45,15 @@ def composed_toy(
     return ax
 
 
-def mean_sd_grid(
+def mean_interval_grid(
     table: pd.DataFrame, value: str, index: str, columns: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``value``'s mean over the rows of each (``index``, ``columns``) cell, and "mean\\n±sd" text.
-
-    A cell with one row has sd 0.
-    """
-    stats = table.groupby([index, columns])[value].agg(["mean", "std"]).fillna(0)
+    """``value``'s mean over the rows (seeds) of each (``index``, ``columns``) cell, and
+    "mean\n±h" text, ``h`` the half-width of the 95% t interval (0 with one row)."""
+    stats = table.groupby([index, columns])[value].apply(mean_interval).unstack()
     means = stats["mean"].unstack(columns)
-    text = stats["mean"].map("{:.2f}".format) + "\n±" + stats["std"].map("{:.2f}".format)
+    half = np.maximum(stats["below"], stats["above"])
+    text = stats["mean"].map("{:.2f}".format) + "\n±" + half.map("{:.2f}".format)
     return means, text.unstack(columns)
 
 
@@ -76,48 +67,33 @@ def seed_heatmap(
     symmetric: bool = False,
     **kwargs,
 ) -> Axes:
-    """Heatmap of ``value``'s mean over seeds per (``index``, ``columns``), annotated mean ± sd.
+    """Heatmap of ``value``'s mean over seeds per (``index``, ``columns``), annotated with the
+    mean ± the 95% t interval's half-width (:func:`mean_interval_grid`).
 
     ``symmetric``: a colour scale from ``-m`` to ``m``, ``m`` the largest |mean| (empty cells
-    skipped). Other keyword
-    arguments go to ``saelib.plotting.heatmap`` (title, cmap, cbar_label, ...).
+    skipped). Other keyword arguments go to ``saelib.plotting.heatmap`` (title, cmap,
+    cbar_label, ...).
     """
-    means, text = mean_sd_grid(table, value, index, columns)
+    means, text = mean_interval_grid(table, value, index, columns)
     if symmetric:
         span = float(np.nanmax(np.abs(means.to_numpy())))
         kwargs |= {"vmin": -span, "vmax": span}
     return heatmap(ax, means, text=text, **kwargs)
 
 
-def cosine_heatmap(
-    ax: Axes, atoms: torch.Tensor, directions: torch.Tensor, names: Sequence[str], title: str
+def lines_intervals(
+    ax: Axes, table: pd.DataFrame, x: str, y: str, by: str, *, logx: bool = True
 ) -> Axes:
-    """|cos| between each decoder atom (rows of ``atoms``) and each unit ``directions`` row."""
-    cos = (F.normalize(atoms.detach(), dim=1) @ directions.T).abs()
-    grid = pd.DataFrame(
-        cos.numpy(),
-        columns=pd.Index(list(names), name="direction"),
-        index=pd.Index(range(len(atoms)), name="latent"),
-    )
-    return heatmap(ax, grid, title=title, cbar_label="|cos|")
-
-
-def gap_by_l1(ax: Axes, table: pd.DataFrame, l1_coeffs: Sequence[float], title: str) -> Axes:
-    """Objective gap (%) of each solution against the L1 coefficient: dots per run, mean lines.
-
-    ``table`` has columns ``solution`` (keys of ``SOLUTION_COLORS``), ``l1`` and ``gap``.
-    """
-    for kind, group in table.groupby("solution", sort=False):
-        colour = SOLUTION_COLORS[kind]
-        ax.scatter(group["l1"], 100 * group["gap"], color=colour, s=18)
-        mean = group.groupby("l1")["gap"].mean()
-        ls = "--" if kind == "composed" else "-"
-        ax.plot(mean.index, 100 * mean, color=colour, label=kind, ls=ls)
-    ax.set_xscale("log")
-    ax.set_xticks(l1_coeffs, [f"{c:g}" for c in l1_coeffs])
-    ax.minorticks_off()
-    ax.set_xlabel("L1 coefficient λ")
-    ax.set_title(title)
+    """The mean of ``y`` over the rows (seeds) at each ``x``, one line per group of ``by``,
+    with 95% t intervals as error bars; groups in order of appearance."""
+    for name, group in table.groupby(by, sort=False):
+        stats = group.groupby(x)[y].apply(mean_interval).unstack()
+        ax.errorbar(stats.index, stats["mean"], yerr=[stats["below"], stats["above"]],
+                    marker="o", capsize=3, label=name)  # fmt: skip
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(label(x))
+    ax.set_ylabel(label(y))
     return ax
 
 

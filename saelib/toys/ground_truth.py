@@ -8,8 +8,7 @@ dead fraction, MMCS, ...), the feature-level measures of ``saelib.toys.feature_m
 (composite fraction, mean nearest-neighbour cosine, and with a hierarchy, absorption and
 hedging), the value of the SAE's own training objective on the evaluation set, and the
 sweep's ``train_*`` and ``seconds`` columns. ``variant_runs`` builds the runs of a comparison
-of named variants; ``gap_rows`` and ``fixed_decoder_objective`` compare trained SAEs with an
-SAE whose decoder is fixed to a known dictionary.
+of named variants.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from saelib import metrics
 from saelib.evaluation import Run, evaluate, sweep
 from saelib.saes import SAE, SAEConfig, inference
 from saelib.toys import feature_metrics as fm
-from saelib.toys.true_solution import objective, true_feature_sae
+from saelib.toys.true_solution import objective
 from saelib.training import TrainConfig
 
 
@@ -113,28 +112,3 @@ def variant_runs(
         for s in seeds
         for name, (sae, train) in variants.items()
     ]
-
-
-def fixed_decoder_objective(
-    run: Run, dictionary: Tensor, batches: Callable[[Run], Iterable[Tensor]], x_eval: Tensor
-) -> tuple[SAE, float]:
-    """The best SAE of ``run`` with its decoder fixed to ``dictionary``, and its objective.
-
-    ``true_feature_sae(run.sae, dictionary, run.train, batches(run))``, and its training
-    objective (``true_solution.objective``, total) on ``x_eval`` at ``run``'s sparsity coefficient.
-    """
-    sae = true_feature_sae(run.sae, dictionary, run.train, batches(run))
-    return sae, objective(sae, x_eval, run.train.sparsity_coeff)["total"]
-
-
-def gap_rows(table: pd.DataFrame, reference: float, columns: Sequence[str], **labels) -> list[dict]:
-    """One row per run of ``table``: ``labels``, its objective, and the ``gap`` to ``reference``.
-
-    ``gap = objective / reference - 1`` (below 0: a lower objective than the reference SAE's),
-    followed by the run's ``columns``.
-    """
-    return [
-        {**labels, "objective": row["objective"], "gap": row["objective"] / reference - 1,
-         **{c: row[c] for c in columns}}
-        for _, row in table.iterrows()
-    ]  # fmt: skip

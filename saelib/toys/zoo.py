@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from saelib.data import TensorBatches
-from saelib.evaluation import Run, frontier_gap, run_sweep
+from saelib.evaluation import Run, final_drop, frontier_gap, run_sweep
 from saelib.metrics import matched_cosines
 from saelib.parallel import seed_parts
 from saelib.saes import SAEConfig
@@ -192,18 +192,6 @@ def chance_mmcs(exp: ZooExperiment, width: float, seed: int, draws: int = 5) -> 
         for i in range(draws)
     ]
     return float(np.mean(scores))
-
-
-def final_drop(sweep: pd.DataFrame, window: int = 3) -> dict[str, float]:
-    """How much the training MSE still falls over the last quarter of training: per run,
-    ``1 - mean(last window records) / mean(window records ending at 3/4 of training)``;
-    the median and the largest over the runs (``plateau_median``, ``plateau_max``)."""
-    drops = []
-    for history in sweep["history"]:
-        mse = pd.DataFrame(history)["mse"].to_numpy()
-        at = max(window, (3 * len(mse)) // 4)
-        drops.append(1 - mse[-window:].mean() / mse[at - window : at].mean())
-    return {"plateau_median": float(np.median(drops)), "plateau_max": float(np.max(drops))}
 
 
 def _gamma(table: pd.DataFrame, arch: str) -> float:
