@@ -301,10 +301,13 @@ class Trainer:
         return record
 
     def _finite(self, total: Tensor) -> bool:
-        """Whether the loss and every gradient are finite: one host sync per step."""
-        grads = [p.grad for p in self.sae.parameters() if p.grad is not None]
-        largest = torch.nn.utils.get_total_norm(grads, norm_type=float("inf"))  # max |grad|
-        return bool(torch.isfinite(total.detach() + largest))
+        """Whether the loss and every gradient are finite: one host sync per step.
+
+        One sum per gradient (NaN and inf propagate through sums; a sum overflowing
+        would need gradients near 1e38, a run as good as diverged): about 1% of a step.
+        """
+        sums = [p.grad.sum() for p in self.sae.parameters() if p.grad is not None]
+        return bool(torch.isfinite(torch.stack([total.detach(), *sums]).sum()))
 
     def _nonfinite(self, x: Tensor, total: Tensor, lam: float) -> None:
         """Raise (or, with on_nonfinite="skip", warn and skip) a non-finite step."""

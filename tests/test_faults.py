@@ -231,3 +231,170 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, long_reference, kill):
     assert 1 <= resumed.step < LONG["n_steps"]
     resumed.fit(batches())
     assert_same_weights(resumed.sae, long_reference)
+
+
+# -- 4: poisoned or wrong-dtype training data --------------------------------------------
+def poisoned(row: int, value: float, batch: int = 2, n: int = 6) -> list[torch.Tensor]:
+    """``n`` batches of 64 rows with ``value`` at (``row``, 3) of batch ``batch``."""
+    parts = list(data(64 * n).split(64))
+    parts[batch] = parts[batch].clone()
+    parts[batch][row, 3] = value
+    return parts
+
+
+@pytest.mark.parametrize(
+    "value, what", [(float("nan"), "1 NaN and 0 inf"), (float("inf"), "0 NaN and 1 inf")]
+)
+def test_non_finite_batch_stops_training_at_its_step(tmp_path, value, what):
+    ckpt = tmp_path / "c"
+    trainer = Trainer(make_sae(SAE_CFG), config(n_steps=6, checkpoint_dir=str(ckpt)))
+    match = (
+        rf"step 2 of n_steps=6: the loss is nan; the batch holds {what} values \(first in row 5\)"
+    )
+    with pytest.raises(ValueError, match=match + r".*drop or fix those rows.*on_nonfinite='skip'"):
+        trainer.fit(poisoned(5, value))
+    assert trainer.step == 2
+    assert all(torch.isfinite(p).all() for p in trainer.sae.parameters())  # not stepped
+
+
+def test_non_finite_first_batch_is_refused_before_initialising():
+    trainer = Trainer(make_sae(SAE_CFG), config(n_steps=6, on_nonfinite="skip"))
+    with pytest.raises(ValueError, match=r"first batch \(step 0, used to initialise b_dec\) holds"):
+        trainer.fit(poisoned(7, float("nan"), batch=0))
+
+
+def test_skipping_non_finite_batches_is_an_option():
+    trainer = Trainer(make_sae(SAE_CFG), config(n_steps=6, on_nonfinite="skip", log_every=1))
+    with pytest.warns(UserWarning, match="step 2 of n_steps=6: .*skipped this batch"):
+        history = trainer.fit(poisoned(5, float("inf")))
+    assert trainer.step == 6 and trainer.skipped == 1
+    assert [r["skipped"] for r in history] == [0, 0, 1, 1, 1]  # step 3 was not recorded
+    assert all(torch.isfinite(p).all() for p in trainer.sae.parameters())
+
+
+def test_huge_data_stops_at_the_first_step_naming_the_scale():
+    x = data() * 1e20
+    trainer = Trainer(make_sae(SAE_CFG), config())
+    with pytest.raises(
+        FloatingPointError, match=r"step 0 of n_steps=12: .*largest \|x\| = [0-9.]+e\+20"
+    ):
+        trainer.fit(TensorBatches(x, 64))
+
+
+def test_tensor_batches_refuse_non_finite_or_integer_data():
+    x = data()
+    x[100, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 rows \(first: row 100\)"):
+        TensorBatches(x, 64)
+    with pytest.raises(ValueError, match="x must be floating point .* got dtype torch.int64"):
+        TensorBatches(data().long(), 64)
+    trainer = Trainer(make_sae(SAE_CFG), config())
+    with pytest.raises(ValueError, match="batch at step 0 has dtype torch.int64; .* x.float()"):
+        trainer.fit([data(64).long()] * 12)
+    with pytest.raises(
+        ValueError, match=r"batch at step 0 must be a tensor \[batch, 8\], got \[64, 9\]"
+    ):
+        trainer.fit([torch.zeros(64, 9)] * 12)
+
+
+def test_float64_and_half_data_are_cast_to_the_sae_dtype(reference):
+    """The rule: batches take the SAE's dtype. float64 rounds to float32 (exactly here,
+    as the data came from float32); float16 widens exactly."""
+    trainer = Trainer(make_sae(SAE_CFG), config())
+    trainer.fit(TensorBatches(data().double(), 64, seed=5))
+    assert_same_weights(trainer.sae, reference)
+    half = Trainer(make_sae(SAE_CFG), config())
+    half.fit(TensorBatches(data().half(), 64, seed=5))
+    assert half.sae.W_dec.dtype == torch.float32
+    assert all(torch.isfinite(p).all() for p in half.sae.parameters())
+
+
+# -- 5: activation caches checked while streaming --------------------------------------
+HOOKS = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+
+
+def harvest(tiny_lm, directory, tokens=None, **kwargs):
+    from saelib.lm import activations
+
+    if tokens is None:
+        tokens = torch.randint(0, 64, (10, 16), generator=torch.Generator().manual_seed(0))
+    settings = dict(corpus_sha256="abc", batch_size=3, rows_per_shard=64, progress=False)
+    return activations.harvest(tiny_lm[0], tokens, HOOKS, directory, **(settings | kwargs))
+
+
+def test_shard_damaged_after_opening_is_caught_while_streaming(tiny_lm, tmp_path):
+    from saelib.lm.activations import open_cache
+
+    harvest(tiny_lm, tmp_path)
+    cache = open_cache(tmp_path)  # verified here
+    data = cache.batches(HOOKS[0], batch_size=16)
+    stream = iter(data)
+    next(stream)  # shard 0 is in memory
+    flip_bit(cache.paths(HOOKS[0])[1], at=100)
+    match = r"shard .*shard_00001.safetensors does not match its sha256: .*harvest again"
+    with pytest.raises(ValueError, match=match):
+        for _ in range(data.per_pass):
+            next(stream)
+    with pytest.raises(ValueError, match=match):
+        Trainer(make_sae(SAEConfig(d_in=32, d_sae=64)), config(n_steps=12)).fit(data)
+    with pytest.raises(ValueError, match=match):
+        cache.load(HOOKS[0])
+
+
+def test_manifest_counts_are_checked_against_the_shards(tiny_lm, tmp_path):
+    from saelib.lm.activations import open_cache
+
+    cache = harvest(tiny_lm, tmp_path)
+    good = json.loads((tmp_path / "manifest.json").read_text())
+
+    def edited(change, match):
+        manifest = json.loads(json.dumps(good))
+        change(manifest)
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+        for verify in (True, False):
+            with pytest.raises(ValueError, match=match):
+                open_cache(tmp_path, verify=verify)
+
+    edited(lambda m: m.update(n_tokens=161), "n_tokens is 161, its .* shards hold 160")
+    edited(
+        lambda m: m["shards"][HOOKS[1]][0].update(rows=63),
+        r"shard_00000.safetensors holds \[64, 32\] \(manifest: 63 rows\), expected \[64, 32\]",
+    )
+    edited(lambda m: [s.pop() for s in m["shards"].values()], "lists 2 shards per hook, 3 expected")
+    # a shard replaced by a shorter one (its sha256 updated to match)
+    path = cache.paths(HOOKS[0])[0]
+    save_file({"activations": torch.zeros(48, 32)}, path)
+    from saelib.files import sha256_file
+
+    def replaced(m):
+        m["shards"][HOOKS[0]][0]["sha256"] = sha256_file(path)
+
+    edited(replaced, r"holds \[48, 32\] \(manifest: 64 rows\), expected \[64, 32\]")
+
+
+def test_nan_activations_are_refused_at_harvest(tiny_lm, tmp_path, monkeypatch):
+    from saelib.lm import activations
+
+    forward = activations._forward
+
+    def poisoned_forward(*args):
+        out = forward(*args)
+        out[HOOKS[1]][20, 5] = float("nan")
+        return out
+
+    monkeypatch.setattr(activations, "_forward", poisoned_forward)
+    match = (
+        r"blocks.2.hook_resid_post has NaN or inf activations in 1 of 64 rows of shard 0 "
+        r"\(first in sequence 1 of tokens, dtype float32\)"
+    )
+    with pytest.raises(ValueError, match=match):
+        harvest(tiny_lm, tmp_path)
+    assert not list(tmp_path.rglob("*.safetensors"))  # nothing poisoned was cached
+
+
+def test_harvesting_no_sequences_is_refused(tiny_lm, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"tokens must be at least one sequence: .*got 'torch.int64 \[0, 16\]'"
+    ):
+        harvest(tiny_lm, tmp_path / "c", tokens=torch.zeros(0, 16, dtype=torch.long))
+    assert not (tmp_path / "c").exists()
