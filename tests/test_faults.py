@@ -398,3 +398,104 @@ def test_harvesting_no_sequences_is_refused(tiny_lm, tmp_path):
     ):
         harvest(tiny_lm, tmp_path / "c", tokens=torch.zeros(0, 16, dtype=torch.long))
     assert not (tmp_path / "c").exists()
+
+
+# -- 6: parameters and loaders ----------------------------------------------------------
+def test_chapter_parameters_refuse_nan_and_inf_inside_a_range():
+    from saelib.parameters import Param, check_parameters
+
+    spec = {"lr": Param(float, low=1e-6, high=1.0), "ks": Param(list, item=float, low=0)}
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(
+            ValueError, match=r"lr=(nan|inf) is not allowed: expected float in \[1e-06, 1.0\]"
+        ):
+            check_parameters({"lr": bad, "ks": [1.0]}, spec)
+        with pytest.raises(ValueError, match=r"ks=\[1.0, (nan|inf)\] is not allowed"):
+            check_parameters({"lr": 1e-3, "ks": [1.0, bad]}, spec)
+
+
+def test_command_line_values_are_read_as_users_type_them():
+    import importlib.util
+
+    from saelib.parameters import parse_value
+
+    typed = ["1e-3", "3", "[2, 6]", "true", "1.0e-3", "-2E+2", ".5", "[1e-3, 1e-2]", "gpt2"]
+    expected = [0.001, 3, [2, 6], True, 0.001, -200.0, 0.5, [0.001, 0.01], "gpt2"]
+    assert [parse_value(t) for t in typed] == expected
+    assert type(parse_value("3")) is int
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("chapters", root / "scripts" / "chapters.py")
+    chapters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chapters)
+    assert chapters._overrides([["lr", "1e-3"], ["ks", "[2, 6]"]]) == {"lr": 0.001, "ks": [2, 6]}
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(lr=True), "TrainConfig.lr must be a number > 0, got True"),
+        (dict(betas=0.9), r"TrainConfig.betas must be two numbers in \[0, 1\), .* got 0.9"),
+        (dict(betas=("a", 0.9)), r"TrainConfig.betas must be two numbers"),
+        (dict(lr=float("nan")), "TrainConfig.lr must be a number > 0, got nan"),
+        (dict(on_nonfinite="ignore"), r"on_nonfinite must be one of \['raise', 'skip'\]"),
+    ],
+)
+def test_train_config_refuses_bad_types_by_name(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(n_steps=3, **kw)
+
+
+def test_load_sae_on_a_saelens_folder_says_use_load_saelens(tmp_path):
+    from saelib.io import load_sae
+    from saelib.saelens import save_saelens
+
+    save_saelens(make_sae(SAEConfig(d_in=8, d_sae=16)), tmp_path)
+    with pytest.raises(ValueError, match="config.json: file not found .*use .*load_saelens"):
+        load_sae(tmp_path)
+
+
+def test_load_sae_refuses_a_config_without_its_weights_sha256(tmp_path):
+    from saelib.io import load_sae, save_sae
+
+    save_sae(make_sae(SAEConfig(d_in=8, d_sae=16)), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["weights_sha256"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="'weights_sha256' is None; .* the file was edited"):
+        load_sae(tmp_path)
+
+
+def test_loaders_refuse_nan_weights(tmp_path):
+    from saelib.saelens import load_saelens, save_saelens
+
+    save_saelens(make_sae(SAEConfig(d_in=8, d_sae=16)), tmp_path)
+    path = tmp_path / "sae_weights.safetensors"
+    tensors = load_file(path)
+    tensors["W_dec"][3, 1] = float("nan")
+    save_file(tensors, path)
+    with pytest.raises(
+        ValueError, match="sae_weights.safetensors: tensor 'W_dec' has 1 NaN or inf"
+    ):
+        load_saelens(tmp_path)
+
+
+def test_jumprelu_zero_thresholds_still_round_trip(tmp_path):
+    """-inf is a valid log_threshold (threshold 0): the finiteness check allows it."""
+    from saelib.io import load_sae, save_sae
+
+    sae = make_sae(SAEConfig(d_in=8, d_sae=16, architecture="jumprelu"))
+    with torch.no_grad():
+        sae.log_threshold[0] = -float("inf")
+    save_sae(sae, tmp_path)
+    assert load_sae(tmp_path).log_threshold[0] == -float("inf")
+
+
+def test_sae_ito_without_its_solver_argument_names_it():
+    from saelib.coding.ito import sae_ito
+
+    sae = make_sae(SAEConfig(d_in=8, d_sae=16))
+    with pytest.raises(ValueError, match=r"l0 must be given: sae_ito\(solver='gradient_pursuit'\)"):
+        sae_ito(sae, data(4))
+    with pytest.raises(ValueError, match=r"l1 must be given: sae_ito\(solver='ista'\) needs it"):
+        sae_ito(sae, data(4), solver="ista")
+    assert sae_ito(sae, data(4), l0=2).codes.shape == (4, 16)
