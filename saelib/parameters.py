@@ -117,6 +117,28 @@ def _numbers(value):
     return value
 
 
+# The packages whose versions can change a chapter's printed figures.
+PINNED = ("saelib", "torch", "numpy", "scipy", "scikit-learn", "transformers", "transformer-lens")
+
+
+def versions(packages: tuple[str, ...] = PINNED) -> str:
+    """``"python 3.11.7, saelib 0.1.0, torch 2.13.0+cpu, ..."``: what a chapter ran with.
+
+    Chapters print it, so a figure that changes can be traced to an install that drifted
+    from ``requirements.lock``; a package that is not installed shows as ``-``.
+    """
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    return ", ".join([f"python {platform.python_version()}", *(f"{p} {of(p)}" for p in packages)])
+
+
 def check_parameters(namespace: Mapping, spec: Mapping[str, Param]) -> dict:
     """Validate the chapter's parameters in ``namespace`` against ``spec``; return them.
 

@@ -24,7 +24,7 @@ import papermill
 import yaml
 from papermill.exceptions import PapermillExecutionError
 
-from saelib.parameters import check_chapter, parse_value
+from saelib.parameters import check_chapter, parse_value, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS, BOOK = ROOT / "notebooks", ROOT / "book"
@@ -69,6 +69,7 @@ def run(chapter: str, output: Path, preset: str = "ci", overrides: dict | None =
     except ValueError as err:
         raise SystemExit(f"chapter {chapter}, preset {preset}: {err}") from None
     print(f"[{chapter}] preset={preset} parameters={params} -> {output}", flush=True)
+    print(f"[{chapter}] {versions()}", flush=True)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(

@@ -499,3 +499,11 @@ def test_sae_ito_without_its_solver_argument_names_it():
     with pytest.raises(ValueError, match=r"l1 must be given: sae_ito\(solver='ista'\) needs it"):
         sae_ito(sae, data(4), solver="ista")
     assert sae_ito(sae, data(4), l0=2).codes.shape == (4, 16)
+
+
+def test_versions_name_what_a_chapter_ran_with():
+    from saelib.parameters import versions
+
+    line = versions()
+    assert line.startswith("python 3.") and f"torch {torch.__version__}" in line
+    assert versions(("no-such-package-xyz",)).endswith("no-such-package-xyz -")
