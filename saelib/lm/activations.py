@@ -15,8 +15,8 @@ Shard ``i`` of every hook holds the same sequences, rows in token order (sequenc
 The manifest is rewritten after each shard, so an interrupted harvest resumes at the
 first missing shard. Opening a cache checks the settings, the manifest's counts against
 the shards (rows, token count, shape, dtype) and every shard's sha256; streaming and
-loading verify each shard's sha256 again as they read it (about 1 GB/s of hashing: a few
-percent of a training pass). A mismatched, inconsistent or corrupted cache raises
+loading verify each shard's sha256 again as they read it (about 1% of a training pass:
+``benchmarks/results/fault_checks.md``). A mismatched, inconsistent or corrupted cache raises
 ``ValueError`` instead of being used, and so do NaN or inf activations at harvest.
 """
 
