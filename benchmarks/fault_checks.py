@@ -18,6 +18,7 @@ import argparse
 import statistics
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from saelib.training import TrainConfig, Trainer
 
 def step_times(d_in: int, d_sae: int, batch: int, steps: int) -> tuple[float, float, float]:
     """Seconds per step (guard on, guard off: the best of three blocks' medians each) and
-    of the guard alone (timed on its own: steady where the steps are noisy)."""
+    of the guard alone (the best of five timings: steady where the steps are noisy)."""
     x = torch.randn(batch, d_in)
     cfg = TrainConfig(n_steps=10 * steps, progress=False, log_every=10**6)
     trainer = Trainer(make_sae(SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=32)), cfg)
@@ -49,10 +50,7 @@ def step_times(d_in: int, d_sae: int, batch: int, steps: int) -> tuple[float, fl
             best[on] = min(best[on], statistics.median(times))
     total, _, _ = trainer.sae.training_loss(x, 0.0)
     total.backward()
-    start = time.perf_counter()
-    for _ in range(100):
-        guard(total)
-    alone = (time.perf_counter() - start) / 100
+    alone = min(timeit.repeat(lambda: guard(total), number=20, repeat=5)) / 20
     return best[True], best[False], alone
 
 
