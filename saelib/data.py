@@ -82,7 +82,7 @@ def read_shard(path: Path, key: str, sha256: str | None = None) -> Tensor:
 
     The file is hashed just before it is read, so a shard changed after its cache was
     opened is still caught. Hashing costs about as much again as reading a shard from the
-    page cache, about 1% of training on it (``benchmarks/results/fault_checks.md``).
+    page cache (+78%), about 1% of training on it (``benchmarks/results/fault_checks.md``).
     Raises ValueError naming the shard.
     """
     if sha256 is not None and sha256_file(path) != sha256:
