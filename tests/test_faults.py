@@ -549,3 +549,32 @@ def test_matching_pursuit_guarantees_what_its_docstring_says():
     nnz = (result.codes != 0).sum(1)
     assert int(nnz.max()) <= 8 and int(nnz.min()) < 8  # at most l0; atoms are picked again
     assert bool((result.history.diff(dim=0) <= 1e-5).all())  # the residual never grows
+
+
+def test_skipped_batches_survive_a_resume_exactly(tmp_path):
+    parts = poisoned(5, float("nan"), batch=2, n=12)
+
+    class InterruptedOnce:
+        """The batches, with Ctrl-C before batch 6 the first time through."""
+
+        fired = False
+
+        def __iter__(self):
+            for i, batch in enumerate(parts):
+                if i == 6 and not self.fired:
+                    self.fired = True
+                    raise KeyboardInterrupt
+                yield batch
+
+    reference = Trainer(make_sae(SAE_CFG), config(on_nonfinite="skip"))
+    with pytest.warns(UserWarning, match="skipped this batch"):
+        reference.fit(parts)
+    ckpt = tmp_path / "c"
+    data_ = InterruptedOnce()
+    with pytest.warns(UserWarning), pytest.raises(KeyboardInterrupt):
+        Trainer(make_sae(SAE_CFG), config(on_nonfinite="skip", checkpoint_dir=str(ckpt))).fit(data_)
+    resumed = Trainer.from_checkpoint(ckpt)
+    assert (resumed.step, resumed.skipped) == (6, 1)
+    resumed.fit(data_)
+    assert resumed.skipped == 1
+    assert_same_weights(resumed.sae, reference.sae.state_dict())
