@@ -11,10 +11,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from saelib.files import sha256_file
 from saelib.validation import check_int
 
 
@@ -26,12 +27,21 @@ class TensorBatches:
     """Endless shuffled batches ``[batch_size, d_in]`` from ``x [n, d_in]`` held in memory.
 
     Epoch ``e`` uses the permutation drawn from ``seed + e``; a final partial batch is
-    dropped so every batch has the same size.
+    dropped so every batch has the same size. ``x`` must be floating point and finite
+    (checked once here, naming the first bad row, rather than as NaN losses later).
     """
 
     def __init__(self, x: Tensor, batch_size: int, seed: int = 0, shuffle: bool = True):
         if x.dim() != 2:
             raise ValueError(f"x must have shape [n, d_in], got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be floating point (e.g. x.float()), got dtype {x.dtype}")
+        bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
+        if len(bad):
+            raise ValueError(
+                f"x must be finite, got NaN or inf in {len(bad)} rows (first: row "
+                f"{int(bad[0])}); drop them with x[torch.isfinite(x).all(dim=1)]"
+            )
         _check_batch_size(batch_size, x.shape[0])
         self.x, self.batch_size, self.seed, self.shuffle = x, batch_size, seed, shuffle
         self.per_epoch = x.shape[0] // batch_size
@@ -67,13 +77,35 @@ def write_shards(x: Tensor, directory: str | Path, rows_per_shard: int) -> list[
     return paths
 
 
+def read_shard(path: Path, key: str, sha256: str | None = None) -> Tensor:
+    """Tensor ``key`` of the safetensors shard at ``path``, checked against ``sha256``.
+
+    The file is hashed just before it is read, so a shard changed after its cache was
+    opened is still caught. Hashing costs about as much again as reading a shard from the
+    page cache (+78%), about 1% of training on it (``benchmarks/results/fault_checks.md``).
+    Raises ValueError naming the shard.
+    """
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise ValueError(
+            f"shard {path} does not match its sha256: it changed after it was written "
+            f"(a flipped bit, a truncated copy); delete its cache folder to harvest again"
+        )
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.get_tensor(key)
+    except SafetensorError as err:
+        raise ValueError(f"shard {path} is not a readable safetensors file ({err})") from None
+
+
 class ShardedBatches:
     """Endless batches streamed from safetensors shards, one shard in memory at a time.
 
     Each pass visits the shards in order and shuffles rows within a shard (seeded by
     ``seed``, pass and shard), so memory stays at one shard whatever the dataset size.
     A shard's last partial batch is dropped; a shard smaller than ``batch_size`` gives no
-    batch. ``dtype`` converts the rows (e.g. float16 shards to float32 batches).
+    batch. ``dtype`` converts the rows (e.g. float16 shards to float32 batches). With
+    ``sha256`` (one hex digest per path), every shard is verified each time it is read,
+    and a shard whose row count changed since the start raises too.
     """
 
     def __init__(
@@ -83,10 +115,16 @@ class ShardedBatches:
         seed: int = 0,
         key: str = "activations",
         dtype: torch.dtype | None = None,
+        sha256: Iterable[str] | None = None,
     ):
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("paths must name at least one shard, got none")
+        self.sha256 = list(sha256) if sha256 is not None else [None] * len(self.paths)
+        if len(self.sha256) != len(self.paths):
+            raise ValueError(
+                f"sha256 must give one digest per shard ({len(self.paths)}), got {len(self.sha256)}"
+            )
         self.key, self.seed, self.dtype = key, seed, dtype
         self.rows = [self._n_rows(p) for p in self.paths]
         _check_batch_size(batch_size, max(self.rows))
@@ -95,10 +133,13 @@ class ShardedBatches:
         self.per_pass = sum(self.per_shard)
 
     def _n_rows(self, path: Path) -> int:
-        with safe_open(path, framework="pt") as f:
-            if self.key not in f.keys():
-                raise ValueError(f"shard {path} has no tensor named {self.key!r} (key)")
-            return f.get_slice(self.key).get_shape()[0]
+        try:
+            with safe_open(path, framework="pt") as f:
+                if self.key not in f.keys():
+                    raise ValueError(f"shard {path} has no tensor named {self.key!r} (key)")
+                return f.get_slice(self.key).get_shape()[0]
+        except SafetensorError as err:
+            raise ValueError(f"shard {path} is not a readable safetensors file ({err})") from None
 
     def __iter__(self) -> Iterator[Tensor]:
         return self.iter_from(0)
@@ -110,8 +151,12 @@ class ShardedBatches:
                 if offset >= self.per_shard[s]:
                     offset -= self.per_shard[s]
                     continue
-                with safe_open(path, framework="pt") as f:
-                    x = f.get_tensor(self.key)
+                x = read_shard(path, self.key, self.sha256[s])
+                if x.shape[0] != self.rows[s]:
+                    raise ValueError(
+                        f"shard {path} has {x.shape[0]} rows, {self.rows[s]} when streaming "
+                        f"began: it was replaced; start again on the new shards"
+                    )
                 if self.dtype is not None:
                     x = x.to(self.dtype)
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + p * 10_007 + s)

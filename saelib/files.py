@@ -34,11 +34,13 @@ def sha256_file(path: str | Path) -> str:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_old: bool = False) -> Iterator[Path]:
     """Yield ``<path>.tmp`` to write; on success it replaces ``path`` (a file or a folder).
 
     On an exception the temporary is removed and ``path`` is left as it was. A folder is
-    replaced in two renames (the old one is moved aside first, then deleted).
+    replaced in two renames (the old one is moved aside to ``<path>.old`` first, then
+    deleted; with ``keep_old`` it stays there, replacing the previous ``.old``, as a
+    fallback should the new one be damaged later).
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -54,7 +56,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if path.exists():
             path.rename(old)
         tmp.rename(path)
-        _remove(old)
+        if not keep_old:
+            _remove(old)
     else:
         os.replace(tmp, path)
 

@@ -41,27 +41,35 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> SAE:
     """Load an SAE written by ``save_sae``; its outputs are bit-identical to the saved one's.
 
     Raises ValueError, naming the file and key or tensor, when a file is missing or
-    unreadable, the format is unknown, a tensor is missing, extra or of the wrong shape,
-    or the weights' sha256 differs from the one recorded at saving. The SAE comes back in
+    unreadable, the format is unknown, a tensor is missing, extra, of the wrong shape or
+    holds NaN or inf, or the weights' sha256 is missing or differs from the one recorded
+    at saving. The SAE comes back in
     training mode, as any new module: call ``.eval()`` for inference (BatchTopK needs it).
     """
     directory = Path(directory)
     cfg_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    is_saelens = (directory / "cfg.json").exists()  # saelib.saelens.SAELENS_CFG_FILE
+    hint = " (a SAELens folder: use saelib.saelens.load_saelens)" if is_saelens else ""
+    if is_saelens and not cfg_path.is_file():
+        raise ValueError(f"{cfg_path}: file not found{hint}")
     config = read_json(cfg_path)
     fmt = config.pop("format", None)
     if fmt != FORMAT:
-        is_saelens = (directory / "cfg.json").exists()  # saelib.saelens.SAELENS_CFG_FILE
-        hint = " (a SAELens folder: use load_saelens)" if is_saelens else ""
         raise ValueError(f"{cfg_path}: 'format' is {fmt!r}, expected {FORMAT!r}{hint}")
     config.pop("saelib_version", None)
     sha256 = config.pop("weights_sha256", None)
+    if not isinstance(sha256, str):  # every save_sae wrote one: its absence is an edit
+        raise ValueError(
+            f"{cfg_path}: 'weights_sha256' is {sha256!r}; save_sae always writes the weights' "
+            f"sha256, so the file was edited: restore it, or re-save the SAE with save_sae"
+        )
     try:
         sae = make_sae(SAEConfig.from_dict(config))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{cfg_path}: invalid SAE config: {e}") from e
     tensors = read_tensors(weights_path)
     check_tensors(weights_path, tensors, {k: v.shape for k, v in sae.state_dict().items()})
-    if sha256 is not None and sha256_file(weights_path) != sha256:
+    if sha256_file(weights_path) != sha256:
         raise ValueError(
             f"{weights_path}: sha256 differs from 'weights_sha256' in {CONFIG_FILE}: "
             "the file is corrupted or was changed after saving"
@@ -89,6 +97,17 @@ def check_tensors(path: Path, tensors: dict[str, Tensor], shapes: dict) -> None:
             raise ValueError(
                 f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}, "
                 f"expected {list(shape)}"
+            )
+        t = tensors[name]
+        if not t.is_floating_point():
+            continue
+        # -inf is a valid log_threshold: threshold 0 (a SAELens threshold <= 0)
+        bad = t.isnan() | (t == torch.inf if name == "log_threshold" else t.isinf())
+        if bool(bad.any()):
+            n_bad = int(bad.sum())
+            raise ValueError(
+                f"{path}: tensor {name!r} has {n_bad} NaN or inf values; the file is damaged "
+                f"or the SAE diverged before saving"
             )
 
 

@@ -30,6 +30,7 @@ A schema file::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,8 +84,8 @@ class Param:
         ok_type = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             ok_type = True  # an int is a fine float
-        if not ok_type:
-            self._fail(name, whole)
+        if not ok_type or isinstance(value, float) and not math.isfinite(value):
+            self._fail(name, whole)  # NaN compares False with any bound: refuse it by name
         if self.choices is not None and value not in self.choices:
             self._fail(name, whole)
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
@@ -92,6 +93,50 @@ class Param:
 
     def _fail(self, name, value):
         raise ValueError(f"parameter {name}={value!r} is not allowed: expected {self.allowed()}")
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def parse_value(text: str):
+    """A parameter value as typed on a command line: YAML, with numbers as people write them.
+
+    ``"1e-3"`` -> 0.001 (YAML 1.1 reads it as a string), ``"3"`` -> 3, ``"[2, 6]"`` ->
+    [2, 6], ``"[1e-3, 1e-2]"`` -> [0.001, 0.01], ``"true"`` -> True, ``"gpt2"`` -> "gpt2".
+    """
+    return _numbers(yaml.safe_load(text))
+
+
+def _numbers(value):
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
+
+
+# The packages whose versions can change a chapter's printed figures.
+PINNED = ("saelib", "torch", "numpy", "scipy", "scikit-learn", "transformers", "transformer-lens")
+
+
+def versions(packages: tuple[str, ...] = PINNED) -> str:
+    """``"python 3.11.7, saelib 0.1.0, torch 2.13.0+cpu, ..."``: what a chapter ran with.
+
+    Chapters print it, so a figure that changes can be traced to an install that drifted
+    from ``requirements.lock``; a package that is not installed shows as ``-``.
+    """
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    return ", ".join([f"python {platform.python_version()}", *(f"{p} {of(p)}" for p in packages)])
 
 
 def check_parameters(namespace: Mapping, spec: Mapping[str, Param]) -> dict:

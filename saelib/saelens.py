@@ -116,8 +116,9 @@ def load_saelens(directory: str | Path, device: str | torch.device = "cpu") -> S
 
     Reads architectures standard (-> relu), topk, jumprelu (-> jumprelu with
     ``log_threshold = log(threshold)``, chosen so that ``exp`` gives the stored threshold
-    back bit for bit: always for files saelib wrote, for about 93% of arbitrary float32
-    thresholds, the rest 1 ulp off) and gated, in the dtype cfg.json names.
+    back bit for bit: always for files saelib wrote; for arbitrary float32 thresholds
+    measured 85% exact on uniform (0, 1) and 69% on uniform (0, 10), the rest a few ulp
+    off, mostly 1, up to 7 near 0) and gated, in the dtype cfg.json names.
     Also reads SAELens < 6 cfgs: no ``architecture`` means standard, ``activation_fn: topk``
     with ``activation_fn_kwargs.k`` means topk, provenance at the top level becomes metadata.
     A topk cfg with ``rescale_acts_by_decoder_norm`` is folded into the weights (same codes,
@@ -264,8 +265,9 @@ def _exact_log(theta: Tensor) -> Tensor:
 
     SAELens stores thresholds, saelib learns their log; recovering the exact threshold
     keeps every ``z > theta`` decision as in the file. That always works for thresholds
-    that are ``exp`` of a float (all that saelib writes); about 7% of arbitrary float32
-    thresholds are not, and stay 1 ulp off. SAELens applies ReLU to thresholds, so
+    that are ``exp`` of a float (all that saelib writes); 15% of arbitrary float32
+    thresholds uniform in (0, 1) are not (31% in (0, 10)), and stay a few ulp off (mostly 1;
+    up to 7 measured, near 0). SAELens applies ReLU to thresholds, so
     theta <= 0 acts as 0 and becomes log 0 = -inf.
     """
     theta = theta.clamp_min(0)

@@ -6,12 +6,18 @@
 Each step: Adam on ``mse + lambda(t) * sparsity`` (+ aux-k on dead latents, + a
 decoder orthogonality penalty), with linear lr warm-up/decay and lambda warm-up;
 optionally a unit-norm decoder whose gradient is projected before the step.
+
+Faults stop the run where they happen instead of training on: a batch of the wrong shape
+or dtype, or holding NaN/inf, raises before the step, naming it; a NaN or inf loss or
+gradient stops the run at that step, naming the likely cause (or, with
+``on_nonfinite="skip"``, that batch is skipped with a warning). Batches are cast to the
+SAE's dtype: float16/bfloat16 widen exactly, float64 rounds to float32.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -19,7 +25,6 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from saelib import losses
@@ -27,17 +32,19 @@ from saelib.checkpoint import (
     contiguous,
     find_checkpoint,
     flatten_optimizer,
+    load_newest,
     run_settings,
     sigint_deferred,
     unflatten_optimizer,
+    write_checkpoint,
 )
-from saelib.files import atomic_path
 from saelib.initialisation import b_dec_init
 from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
-from saelib.validation import check_choice, check_int, check_real
+from saelib.validation import check_choice, check_int, check_real, is_real, require
 
 BDecInit = Literal["zeros", "mean", "geometric_median"]
+OnNonfinite = Literal["raise", "skip"]
 
 
 @dataclass(frozen=True)
@@ -79,10 +86,16 @@ class TrainConfig:
     """Weight of the decoder nearest-neighbour cosine penalty (Till 2024)."""
     orthogonality_power: float = 1.0
     """Exponent of that penalty; > 1 is the superlinear variant."""
+    on_nonfinite: OnNonfinite = "raise"
+    """A step whose loss or gradient is NaN or inf: "raise" stops the run there, naming
+    the step and the likely cause; "skip" leaves weights and optimizer untouched for that
+    batch, warns, and counts it (``skipped`` in the history). A non-finite first batch
+    raises either way: it initialises b_dec."""
     log_every: int = 50
     """Record the loss terms, L0 and dead fraction every this many steps."""
     checkpoint_dir: str | None = None
-    """Where to save checkpoints (safetensors + JSON); None disables them."""
+    """Where to save checkpoints (safetensors + JSON + checksums; the previous one is
+    kept as ``<checkpoint_dir>.old``); None disables them."""
     checkpoint_every: int = 0
     """Save a checkpoint every this many steps (0: only at the end or on interruption)."""
     device: str = "cpu"
@@ -96,8 +109,9 @@ class TrainConfig:
             check_real(f"TrainConfig.{name}", getattr(self, name), low=0, open_low=True)
         for name in ("sparsity_coeff", "orthogonality_coeff"):
             check_real(f"TrainConfig.{name}", getattr(self, name), low=0)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
+        ok = isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
+        ok = ok and all(is_real(b) and 0 <= b < 1 for b in self.betas)
+        require(ok, "TrainConfig.betas", self.betas, "two numbers in [0, 1), e.g. (0.9, 0.999)")
         for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps"):
             check_int(f"TrainConfig.{name}", getattr(self, name), low=0)
         if self.lr_warmup_steps + self.lr_decay_steps > self.n_steps:
@@ -106,6 +120,7 @@ class TrainConfig:
                 f"n_steps={self.n_steps}, got {self.lr_warmup_steps} + {self.lr_decay_steps}"
             )
         check_choice("TrainConfig.init_b_dec", self.init_b_dec, get_args(BDecInit))
+        check_choice("TrainConfig.on_nonfinite", self.on_nonfinite, get_args(OnNonfinite))
         if self.aux_k is not None:
             check_int("TrainConfig.aux_k", self.aux_k, low=1)
         check_int("TrainConfig.dead_after_tokens", self.dead_after_tokens, low=1)
@@ -157,6 +172,8 @@ class Trainer:
         )
         self.step = 0
         self.tokens_seen = 0
+        self.skipped = 0  # batches skipped as non-finite (on_nonfinite="skip")
+        self.restored_from: Path | None = None  # the checkpoint folder loaded, if any
         # Training tokens since each latent last fired; kept on the device (no host sync).
         self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=cfg.device)
         self.history: list[dict] = []
@@ -168,15 +185,25 @@ class Trainer:
         ``batches`` yields ``[batch, d_in]`` tensors. To resume on the same batches, it is
         restarted at the saved step: through ``batches.iter_from(step)`` when it has one
         (``TensorBatches``, ``ShardedBatches``), else by skipping that many batches.
-        Interrupting (Ctrl-C) saves a checkpoint before re-raising.
+        Interrupting (Ctrl-C) saves a checkpoint before re-raising. A trainer already
+        restored (``from_checkpoint``, ``load_checkpoint``) continues from its state.
+        Batches are cast to the SAE's dtype; a bad batch or a non-finite step raises (see
+        ``TrainConfig.on_nonfinite``), after which the last checkpoint is still intact.
         """
         cfg = self.cfg
-        if resume and cfg.checkpoint_dir and find_checkpoint(cfg.checkpoint_dir) is not None:
+        restored = self.restored_from is not None
+        if resume and not restored and cfg.checkpoint_dir and find_checkpoint(cfg.checkpoint_dir):
             self.load_checkpoint(cfg.checkpoint_dir)
         stream = _stream_from(batches, self.step)
         if self.step == 0:
             first = next(stream)
-            self._initialise(first.to(cfg.device))
+            x = self._batch(first)
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(
+                    f"the first batch (step 0, used to initialise b_dec) {_nonfinite_count(x)}; "
+                    f"drop or fix those rows, e.g. x[torch.isfinite(x).all(dim=1)]"
+                )
+            self._initialise(x)
             stream = itertools.chain([first], stream)
         bar = progress_bar(cfg.progress, total=cfg.n_steps, initial=self.step, desc="train")
         try:
@@ -188,7 +215,7 @@ class Trainer:
                             f"batches ran out after {self.step} of n_steps={cfg.n_steps} steps; "
                             f"pass an endless source (TensorBatches, ShardedBatches) or more data"
                         )
-                    record = self.train_step(x.to(cfg.device, non_blocking=True))
+                    record = self.train_step(self._batch(x))
                     if record is not None:
                         bar.set_postfix(mse=f"{record['mse']:.3g}", l0=f"{record['l0']:.1f}")
                     bar.update(1)
@@ -205,6 +232,19 @@ class Trainer:
         if cfg.checkpoint_dir:
             self.save_checkpoint(cfg.checkpoint_dir)
         return self.history
+
+    def _batch(self, x: object) -> Tensor:
+        """Batch ``x`` checked for shape and dtype, on the device in the SAE's dtype."""
+        d_in, step = self.sae.cfg.d_in, self.step
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != d_in:
+            shown = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"batch at step {step} must be a tensor [batch, {d_in}], got {shown}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"batch at step {step} has dtype {x.dtype}; SAEs train on floating-point "
+                f"activations: convert with x.float()"
+            )
+        return x.to(self.cfg.device, self.sae.W_dec.dtype, non_blocking=True)
 
     @torch.no_grad()
     def _initialise(self, x: Tensor) -> None:
@@ -236,6 +276,8 @@ class Trainer:
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if not self._finite(total):
+            return self._nonfinite(x, total, lam)
         if cfg.normalize_decoder:
             sae.project_decoder_grad_()
         self.optimizer.step()
@@ -253,17 +295,54 @@ class Trainer:
         record["loss"] = float(total.detach())
         record["l0"] = float(out.l0())
         record["dead_fraction"] = float(dead.float().mean())
+        if cfg.on_nonfinite == "skip":
+            record["skipped"] = self.skipped
         self.history.append(record)
         return record
 
+    def _finite(self, total: Tensor) -> bool:
+        """Whether the loss and every gradient are finite: one host sync per step.
+
+        One sum per gradient (NaN and inf propagate through sums; a sum overflowing
+        would need gradients near 1e38, a run as good as diverged): about 1% of a step.
+        """
+        sums = [p.grad.sum() for p in self.sae.parameters() if p.grad is not None]
+        return bool(torch.isfinite(torch.stack([total.detach(), *sums]).sum()))
+
+    def _nonfinite(self, x: Tensor, total: Tensor, lam: float) -> None:
+        """Raise (or, with on_nonfinite="skip", warn and skip) a non-finite step."""
+        step, cfg = self.step, self.cfg
+        loss = float(total.detach())
+        what = f"loss is {loss}" if not math.isfinite(loss) else "a gradient is NaN or inf"
+        if not bool(torch.isfinite(x).all()):
+            error = ValueError
+            cause = f"the batch {_nonfinite_count(x)}: the data is bad"
+            hint = "drop or fix those rows in the data, e.g. x[torch.isfinite(x).all(dim=1)]"
+        else:
+            error = FloatingPointError
+            amax = float(x.abs().max())
+            cause = f"the batch is finite (largest |x| = {amax:.3g})"
+            hint = (
+                f"scale the data (e.g. to mean norm sqrt(d_in): saelib.lm.scaling) if |x| is "
+                f"large, else lower TrainConfig.lr (now {cfg.lr}) or sparsity_coeff (now {lam})"
+            )
+        message = f"step {step} of n_steps={cfg.n_steps}: the {what}; {cause}"
+        if cfg.on_nonfinite == "raise":
+            raise error(f"{message}; {hint}, or set TrainConfig(on_nonfinite='skip')")
+        warnings.warn(f"{message}; skipped this batch (on_nonfinite='skip')", stacklevel=3)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        self.step += 1
+        return None
+
     # -- checkpoints: safetensors for tensors, JSON for the rest ------------------
     def save_checkpoint(self, directory: str | Path) -> None:
-        """Write the SAE, optimizer and trainer state, atomically.
+        """Write the SAE, optimizer and trainer state, atomically, with checksums.
 
-        The new checkpoint is written to ``<dir>.tmp``; the old one is renamed to
-        ``<dir>.old`` before the new one takes its name, so at every instant one complete
-        checkpoint exists (``load_checkpoint`` falls back to ``.old``). Ctrl-C is held
-        until the save is done.
+        The new checkpoint is written to ``<dir>.tmp``; the previous one is renamed to
+        ``<dir>.old`` (and kept) before the new one takes its name, so at every instant
+        one complete checkpoint exists, and a damaged one has an intact predecessor
+        (``load_checkpoint`` falls back to ``.old``). Ctrl-C is held until the save is done.
         """
         with sigint_deferred() as interrupted:
             self._save_checkpoint(Path(directory))
@@ -271,42 +350,46 @@ class Trainer:
             raise KeyboardInterrupt
 
     def _save_checkpoint(self, directory: Path) -> None:
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            save_file(contiguous(self.sae.state_dict()), tmp / "sae.safetensors")
-            opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
-            save_file(opt_tensors, tmp / "optimizer.safetensors")
-            counters = {"tokens_since_fired": self.tokens_since_fired.cpu()}
-            save_file(counters, tmp / "trainer.safetensors")
-            meta = {
-                "step": self.step,
-                "tokens_seen": self.tokens_seen,
-                "history": self.history,
-                "optimizer": opt_meta,
-                "sae_config": self.sae.cfg.to_dict(),
-                "train_config": asdict(self.cfg),
-            }
-            (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))  # written last
+        opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
+        tensors = {
+            "sae": contiguous(self.sae.state_dict()),
+            "optimizer": opt_tensors,
+            "trainer": {"tokens_since_fired": self.tokens_since_fired.cpu()},
+        }
+        meta = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "skipped": self.skipped,
+            "history": self.history,
+            "optimizer": opt_meta,
+            "sae_config": self.sae.cfg.to_dict(),
+            "train_config": asdict(self.cfg),
+        }
+        write_checkpoint(directory, tensors, meta)
 
     def load_checkpoint(self, directory: str | Path) -> None:
-        """Restore a checkpoint written by ``save_checkpoint``.
+        """Restore the newest intact checkpoint in ``directory`` (or ``<directory>.old``).
 
-        The SAE config and the training settings that shape the run (everything but
-        device, progress, logging and checkpoint settings) must match; otherwise the
-        resumed run would not be the run that was started.
+        Every file is checked against the checksums stored at saving; a damaged
+        ``directory`` falls back to ``<directory>.old`` with a warning naming both, and
+        a ValueError says so when neither is intact. The SAE config and the training
+        settings that shape the run (everything but device, progress, logging and
+        checkpoint settings) must match; otherwise the resumed run would not be the run
+        that was started.
         """
-        found = find_checkpoint(directory)
-        if found is None:
-            raise ValueError(f"no checkpoint (trainer.json) in {directory} or {directory}.old")
-        directory = found
-        meta = json.loads((directory / "trainer.json").read_text())
+        self._restore(*load_newest(directory))
+
+    def _restore(self, directory: Path, tensors: dict, meta: dict) -> None:
         saved = SAEConfig.from_dict(meta["sae_config"])
         if saved != self.sae.cfg:
             raise ValueError(
                 f"checkpoint in {directory} is for {saved}, not for this trainer's SAE "
                 f"{self.sae.cfg}; use another checkpoint_dir"
             )
-        ours, theirs = run_settings(asdict(self.cfg)), run_settings(meta["train_config"])
+        # a setting added since the checkpoint was saved had its default then
+        defaults = asdict(TrainConfig(n_steps=1))
+        ours = run_settings(asdict(self.cfg))
+        theirs = run_settings({**defaults, **meta["train_config"]})
         changed = sorted(k for k in ours if ours[k] != theirs.get(k))
         if changed:
             detail = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in changed)
@@ -314,26 +397,45 @@ class Trainer:
                 f"checkpoint in {directory} was trained with other TrainConfig settings "
                 f"({detail}); resume with the same settings or use another checkpoint_dir"
             )
-        self.sae.load_state_dict(load_file(directory / "sae.safetensors", device=self.cfg.device))
-        opt_tensors = load_file(directory / "optimizer.safetensors", device=self.cfg.device)
-        self.optimizer.load_state_dict(unflatten_optimizer(opt_tensors, meta["optimizer"]))
-        state = load_file(directory / "trainer.safetensors", device=self.cfg.device)
-        self.tokens_since_fired = state["tokens_since_fired"]
+        device = self.cfg.device
+        try:
+            self.sae.load_state_dict(tensors["sae"])
+            opt_tensors = {k: v.to(device) for k, v in tensors["optimizer"].items()}
+            self.optimizer.load_state_dict(unflatten_optimizer(opt_tensors, meta["optimizer"]))
+            fired = tensors["trainer"]["tokens_since_fired"]
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(
+                f"checkpoint {directory} does not fit this trainer ({err}); "
+                f"use another checkpoint_dir"
+            ) from None
+        self.tokens_since_fired = fired.to(device)
         self.step, self.tokens_seen = meta["step"], meta["tokens_seen"]
+        self.skipped = meta.get("skipped", 0)
         self.history = meta["history"]
+        self.restored_from = directory
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, **overrides) -> Trainer:
-        """Rebuild SAE and trainer from a checkpoint directory alone."""
-        found = find_checkpoint(directory)
-        if found is None:
-            raise ValueError(f"no checkpoint (trainer.json) in {directory} or {directory}.old")
-        meta = json.loads((found / "trainer.json").read_text())
-        train_cfg = dict(meta["train_config"], **overrides)
+        """Rebuild SAE and trainer from a checkpoint directory alone.
+
+        The folder is self-locating: the trainer saves its next checkpoints to
+        ``directory`` (where the checkpoint is now), not to the ``checkpoint_dir`` stored
+        inside it, so a copied or moved folder continues there. ``overrides`` replace
+        stored TrainConfig fields (those that do not change the weights, e.g. ``device``).
+        """
+        found, tensors, meta = load_newest(directory)
+        train_cfg = {**meta["train_config"], "checkpoint_dir": str(directory), **overrides}
         train_cfg["betas"] = tuple(train_cfg["betas"])
         trainer = cls(make_sae(SAEConfig.from_dict(meta["sae_config"])), TrainConfig(**train_cfg))
-        trainer.load_checkpoint(directory)
+        trainer._restore(found, tensors, meta)
         return trainer
+
+
+def _nonfinite_count(x: Tensor) -> str:
+    """``"holds 1 NaN and 0 inf values (first in row 3)"`` for a batch ``x [batch, d_in]``."""
+    bad_rows = (~torch.isfinite(x)).any(dim=1).nonzero()
+    n_nan, n_inf = int(x.isnan().sum()), int(x.isinf().sum())
+    return f"holds {n_nan} NaN and {n_inf} inf values (first in row {int(bad_rows[0])})"
 
 
 def _stream_from(batches: Iterable[Tensor], step: int) -> Iterator[Tensor]:

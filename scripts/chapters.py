@@ -6,8 +6,9 @@
 
 A chapter's notebook defaults are its ``ci`` preset; ``notebooks/presets.yaml`` holds the
 overrides of the other presets (``paper``). ``-p NAME VALUE`` overrides one parameter;
-VALUE is read as YAML, so ``-p ks "[2, 4, 8]"`` gives a list. A failing chapter stops the
-run with the chapter, the cell and the error.
+VALUE is read as YAML with numbers as people type them (``saelib.parameters.parse_value``):
+``-p lr 1e-3``, ``-p seed 3``, ``-p ks "[2, 4, 8]"``, ``-p normalize true``. A failing
+chapter stops the run with the chapter, the cell and the error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import papermill
 import yaml
 from papermill.exceptions import PapermillExecutionError
 
-from saelib.parameters import check_chapter
+from saelib.parameters import check_chapter, parse_value, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS, BOOK = ROOT / "notebooks", ROOT / "book"
@@ -68,6 +69,7 @@ def run(chapter: str, output: Path, preset: str = "ci", overrides: dict | None =
     except ValueError as err:
         raise SystemExit(f"chapter {chapter}, preset {preset}: {err}") from None
     print(f"[{chapter}] preset={preset} parameters={params} -> {output}", flush=True)
+    print(f"[{chapter}] {versions()}", flush=True)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -89,7 +91,7 @@ def run(chapter: str, output: Path, preset: str = "ci", overrides: dict | None =
 
 
 def _overrides(pairs: list[list[str]]) -> dict:
-    return {name: yaml.safe_load(value) for name, value in pairs or []}
+    return {name: parse_value(value) for name, value in pairs or []}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,8 @@ lasso solvers take ``l1``, the pursuits ``l0``.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
@@ -56,6 +58,13 @@ def sae_ito(sae, x: Tensor, solver: str = "gradient_pursuit", **solver_kwargs) -
     """
     check_choice("solver", solver, SOLVERS)
     require("bias" not in solver_kwargs, "bias", "given", "not given: sae_ito uses sae.b_dec")
+    needed = [
+        p.name
+        for p in list(inspect.signature(SOLVERS[solver]).parameters.values())[2:]
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    for name in needed:
+        require(name in solver_kwargs, name, None, f"given: sae_ito(solver={solver!r}) needs it")
     for name in ("W_dec", "b_dec"):
         has = isinstance(getattr(sae, name, None), Tensor)
         require(has, "sae", type(sae).__name__, f"an SAE with a tensor attribute {name}")

@@ -13,8 +13,11 @@ One forward pass serves every hook and stops after the deepest requested block
 
 Shard ``i`` of every hook holds the same sequences, rows in token order (sequence-major).
 The manifest is rewritten after each shard, so an interrupted harvest resumes at the
-first missing shard. Opening a cache checks the settings and every shard's sha256: a
-mismatched or corrupted cache raises ``ValueError`` instead of being used.
+first missing shard. Opening a cache checks the settings, the manifest's counts against
+the shards (rows, token count, shape, dtype) and every shard's sha256; streaming and
+loading verify each shard's sha256 again as they read it (about 1% of a training pass:
+``benchmarks/results/fault_checks.md``). A mismatched, inconsistent or corrupted cache raises
+``ValueError`` instead of being used, and so do NaN or inf activations at harvest.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from saelib.data import ShardedBatches
+from saelib.data import ShardedBatches, read_shard
 from saelib.files import atomic_path, sha256_bytes, sha256_file, write_text_atomic
 from saelib.lm.model import LanguageModel, hook_layer
 from saelib.lm.site import Site
@@ -68,21 +72,32 @@ class ActivationCache:
         check_choice("hook", hook, self.hooks)
         return [self.directory / s["file"] for s in self.manifest["shards"][hook]]
 
-    def batches(self, hook: str, batch_size: int, seed: int = 0) -> ShardedBatches:
-        """Endless float32 batches ``[batch_size, d_model]``, one shard in memory at a time."""
-        return ShardedBatches(self.paths(hook), batch_size, seed=seed, dtype=torch.float32)
+    def sha256(self, hook: str) -> list[str]:
+        """The manifest's sha256 of each shard of ``hook``, in order."""
+        check_choice("hook", hook, self.hooks)
+        return [s["sha256"] for s in self.manifest["shards"][hook]]
+
+    def batches(
+        self, hook: str, batch_size: int, seed: int = 0, verify: bool = True
+    ) -> ShardedBatches:
+        """Endless float32 batches ``[batch_size, d_model]``, one shard in memory at a time.
+
+        With ``verify`` each shard is checked against its sha256 every time it is read,
+        so a shard damaged after opening raises, naming it, instead of being trained on.
+        """
+        sums = self.sha256(hook) if verify else None
+        return ShardedBatches(
+            self.paths(hook), batch_size, seed=seed, dtype=torch.float32, sha256=sums
+        )
 
     def load(self, hook: str, max_rows: int | None = None, from_end: bool = False) -> Tensor:
         """Rows of ``hook`` as float32 ``[n, d_model]`` in memory: the first (last) ``max_rows``."""
-        from safetensors import safe_open
-
-        paths = self.paths(hook)[::-1] if from_end else self.paths(hook)
+        shards = list(zip(self.paths(hook), self.sha256(hook), strict=True))
         parts, total = [], 0
-        for path in paths:
+        for path, sha256 in shards[::-1] if from_end else shards:
             if max_rows is not None and total >= max_rows:
                 break
-            with safe_open(path, framework="pt") as f:
-                x = f.get_tensor("activations").float()
+            x = read_shard(path, "activations", sha256).float()  # verified as it is read
             parts.append(x)
             total += x.shape[0]
         x = torch.cat(parts[::-1] if from_end else parts)
@@ -151,6 +166,8 @@ def harvest(
             chunk = tokens[i * per : (i + 1) * per]
             acts = _forward(lm, chunk, hooks, stop, batch_size, skip_first, DTYPES[dtype], bar)
             for hook in hooks:
+                _check_finite(acts[hook], hook, i, manifest)
+            for hook in hooks:
                 _write_shard(directory, manifest, hook, i, acts[hook])
             manifest["n_tokens"] += acts[hooks[0]].shape[0]
             manifest["complete"] = i == n_shards - 1
@@ -172,6 +189,25 @@ def _forward(lm, chunk, hooks, stop, batch_size, skip_first, dtype, bar) -> dict
             out[hook].append(act.reshape(-1, act.shape[-1]).to("cpu", dtype))
         bar.update(seqs.shape[0])
     return {hook: torch.cat(parts) for hook, parts in out.items()}
+
+
+def _check_finite(x: Tensor, hook: str, shard: int, manifest: dict) -> None:
+    """Refuse NaN or inf activations before they are cached, naming the sequence."""
+    bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
+    if not len(bad):
+        return
+    per_seq = manifest["n_ctx"] - manifest["skip_first"]
+    seq = shard * manifest["seqs_per_shard"] + int(bad[0]) // per_seq
+    dtype = manifest["dtype"]
+    hint = (
+        "float16 overflows beyond 65504: harvest with dtype='float32' or 'bfloat16'"
+        if dtype == "float16"
+        else "the model produced them: check the model and that sequence's tokens"
+    )
+    raise ValueError(
+        f"{hook} has NaN or inf activations in {len(bad)} of {x.shape[0]} rows of shard "
+        f"{shard} (first in sequence {seq} of tokens, dtype {dtype}); {hint}"
+    )
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
@@ -197,6 +233,7 @@ def _new_manifest(lm, tokens, hooks, corpus_sha256, rows_per_shard, dtype, skip_
         require(hook in lm.bridge.hook_dict, "hook", hook, f"a hook of {lm.name}")
     check_choice("dtype", dtype, list(DTYPES))
     n_seq, n_ctx = tokens.shape
+    require(n_seq >= 1, "tokens", shown, "at least one sequence: a harvest of none is empty")
     check_int("skip_first", skip_first, low=0, high=n_ctx - 1)
     per_seq = n_ctx - skip_first
     ok = is_int(rows_per_shard) and rows_per_shard >= per_seq
@@ -244,18 +281,57 @@ def _read_manifest(directory: Path) -> dict:
         raise ValueError(f"activation cache manifest {path} is not valid JSON: {err}") from None
 
 
-def _verify_shards(directory: Path, manifest: dict) -> None:
+def _check_counts(directory: Path, manifest: dict) -> None:
+    """The manifest's shard count, rows, token count, shapes and dtype agree with the shards.
+
+    Reads only the shards' headers. Raises ValueError naming the disagreement.
+    """
+
+    def fail(what: str) -> None:
+        raise ValueError(
+            f"activation cache {directory} is corrupted: {what}; delete the folder to harvest again"
+        )
+
     counts = {len(v) for v in manifest["shards"].values()}
     if len(counts) != 1:
-        raise ValueError(f"activation cache {directory} is corrupted: hooks have unequal shards")
+        fail("hooks have unequal shards")
+    per, n_seq = manifest["seqs_per_shard"], manifest["n_seq"]
+    per_seq = manifest["n_ctx"] - manifest["skip_first"]
+    n_shards = -(-n_seq // per)
+    if manifest.get("complete") and counts != {n_shards}:
+        fail(f"the manifest lists {counts.pop()} shards per hook, {n_shards} expected")
     for hook, shards in manifest["shards"].items():
-        for shard in shards:
+        for i, shard in enumerate(shards):
             path = directory / shard["file"]
             if not path.is_file():
-                raise ValueError(
-                    f"activation cache {directory} is corrupted: shard {shard['file']} of "
-                    f"{hook} is missing; delete the folder to harvest again"
+                fail(f"shard {shard['file']} of {hook} is missing")
+            expected = min(per, n_seq - i * per) * per_seq
+            try:
+                with safe_open(path, framework="pt") as f:
+                    sl = f.get_slice("activations")
+                    shape, dtype = sl.get_shape(), sl.get_dtype()
+            except (SafetensorError, KeyError) as err:
+                fail(f"shard {shard['file']} is not a readable activation shard ({err})")
+            want_dtype = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}[manifest["dtype"]]
+            if shard["rows"] != expected or shape != [expected, manifest["d_model"]]:
+                fail(
+                    f"shard {shard['file']} holds {shape} (manifest: {shard['rows']} rows), "
+                    f"expected [{expected}, {manifest['d_model']}]"
                 )
+            if dtype != want_dtype:
+                fail(f"shard {shard['file']} has dtype {dtype}, manifest says {manifest['dtype']}")
+        total = sum(s["rows"] for s in shards)
+        if total != manifest["n_tokens"]:
+            fail(
+                f"the manifest's n_tokens is {manifest['n_tokens']}, its {hook} shards hold {total}"
+            )
+
+
+def _verify_shards(directory: Path, manifest: dict) -> None:
+    _check_counts(directory, manifest)
+    for shards in manifest["shards"].values():
+        for shard in shards:
+            path = directory / shard["file"]
             if sha256_file(path) != shard["sha256"]:
                 raise ValueError(
                     f"activation cache {directory} is corrupted: shard {shard['file']} does "
@@ -264,7 +340,8 @@ def _verify_shards(directory: Path, manifest: dict) -> None:
 
 
 def open_cache(directory: str | Path, verify: bool = True) -> ActivationCache:
-    """Open a complete cache; with ``verify``, check every shard's sha256 first."""
+    """Open a complete cache; the manifest's counts are checked against the shards'
+    headers, and with ``verify`` every shard's sha256 too (streaming checks them again)."""
     directory = Path(directory)
     manifest = _read_manifest(directory)
     if not manifest.get("complete"):
@@ -274,4 +351,6 @@ def open_cache(directory: str | Path, verify: bool = True) -> ActivationCache:
         )
     if verify:
         _verify_shards(directory, manifest)
+    else:
+        _check_counts(directory, manifest)
     return ActivationCache(directory, manifest)
