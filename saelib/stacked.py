@@ -22,8 +22,9 @@ Each step, for member ``s`` with batch ``x_s [B, d_in]``::
              + ortho_s * mean_i |cos(d_i, d_nn(i))|^p_s
 
 Supported: ReLU (untied or tied; ``l1`` or ``l1_dec_norm`` penalty) and TopK SAEs with
-``TrainConfig``'s schedules, unit-norm decoder and orthogonality penalty. Anything else
-(other architectures, aux-k, checkpoints) raises: use the ``Trainer``.
+``TrainConfig``'s schedules, unit-norm decoder and orthogonality penalty. A non-finite loss
+stops training at its step, naming the members. Anything else (other architectures, aux-k,
+checkpoints, skipping non-finite batches) raises: use the ``Trainer``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ STACKED_ARCHITECTURES = ("relu", "topk")
 # TrainConfig fields that may differ between members; the rest must be equal.
 _PER_MEMBER = {"lr", "sparsity_coeff", "orthogonality_coeff", "orthogonality_power"}
 # Settings the stacked loop does not implement.
-_UNSUPPORTED = {"aux_k": None, "checkpoint_dir": None, "checkpoint_every": 0}
+_UNSUPPORTED = {
+    "aux_k": None,
+    "checkpoint_dir": None,
+    "checkpoint_every": 0,
+    "on_nonfinite": "raise",
+}
 
 
 def train_stacked(
@@ -109,6 +115,14 @@ def train_stacked(
         if ortho:
             ortho_term = stacked_orthogonality(W_dec, member["orthogonality_power"])
             total = total + member["orthogonality_coeff"] * ortho_term
+        bad = ~torch.isfinite(total)
+        if bad.any():  # as the Trainer: stop at the first non-finite loss, naming it
+            members = bad.nonzero().flatten().tolist()
+            raise FloatingPointError(
+                f"train_stacked: step {step} of n_steps={cfg.n_steps}: the loss of member(s) "
+                f"{members} is not finite; check their batches for NaN, inf or huge values "
+                f"(TensorBatches refuses non-finite rows) or lower their lr"
+            )
         for p in params.values():
             p.grad = None
         total.sum().backward()

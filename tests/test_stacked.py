@@ -93,3 +93,19 @@ def test_refuses_what_it_does_not_implement():
         )
     with pytest.raises(ValueError, match="one TrainConfig and one batch source"):
         train_stacked(saes, train_cfgs, batches[:2])
+
+
+def test_non_finite_loss_names_the_member_and_step():
+    sae_cfgs, train_cfgs = configs("relu")
+    poisoned = X.clone()
+    poisoned[5, 1] = float("nan")
+
+    def stream(x):
+        while True:
+            yield x[:64]
+
+    batches = [TensorBatches(X, 64) for _ in sae_cfgs[:3]] + [stream(poisoned)]
+    with pytest.raises(
+        FloatingPointError, match=r"step 0 of n_steps=120: the loss of member\(s\) \[3\]"
+    ):
+        train_stacked([make_sae(c) for c in sae_cfgs], train_cfgs, batches)
