@@ -59,10 +59,13 @@ def test_chapter_03_rules(change, match):
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"l1": 0.3}, "l1_sweep must contain the value of l1"),
+        ({"l1": 0.3}, "must be values of relu_l1"),
+        ({"topk_ks": [2, 4, 8]}, "the same number"),
+        ({"ortho_claim_coeff": 0.5}, "must contain ortho_claim_coeff"),
         ({"ortho_powers": [2.0, 3.0]}, "a linear"),
         ({"ortho_powers": [1.0]}, "a linear"),
         ({"widths": [0.5, 0.75]}, "one width below 1 and one above"),
+        ({"probe_ks": [1, 2]}, "probe_ks must hold 1 and probe_or_size"),
         ({"n_features": 4}, r"parameter n_features=4 is not allowed"),
     ],
 )
