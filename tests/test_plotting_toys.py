@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from saelib.plotting import toys as pt  # noqa: E402
+from saelib.plotting.correlated import lines_intervals  # noqa: E402
 
 SEEDS = pd.DataFrame(
     {"l1": [0.1, 0.1, 0.1, 0.3], "lr": [1, 1, 2, 1], "gap": [-0.2, 0.4, 0.5, -0.6]}
@@ -40,7 +41,7 @@ def test_seed_heatmap_symmetric_scale(ax):
 
 def test_lines_intervals_means_and_bars(ax):
     table = pd.DataFrame({"c": [1, 1, 3, 3], "y": [0.0, 2.0, 1.0, 1.0], "p": ["a"] * 4})
-    pt.lines_intervals(ax, table, "c", "y", "p")
+    lines_intervals(ax, table, "c", "y", "p", logx=True)
     line = ax.lines[0]
     assert line.get_xdata().tolist() == [1, 3] and line.get_ydata().tolist() == [1.0, 1.0]
     assert ax.get_xscale() == "log"

@@ -81,22 +81,6 @@ def seed_heatmap(
     return heatmap(ax, means, text=text, **kwargs)
 
 
-def lines_intervals(
-    ax: Axes, table: pd.DataFrame, x: str, y: str, by: str, *, logx: bool = True
-) -> Axes:
-    """The mean of ``y`` over the rows (seeds) at each ``x``, one line per group of ``by``,
-    with 95% t intervals as error bars; groups in order of appearance."""
-    for name, group in table.groupby(by, sort=False):
-        stats = group.groupby(x)[y].apply(mean_interval).unstack()
-        ax.errorbar(stats.index, stats["mean"], yerr=[stats["below"], stats["above"]],
-                    marker="o", capsize=3, label=name)  # fmt: skip
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(label(x))
-    ax.set_ylabel(label(y))
-    return ax
-
-
 def seed_strips(
     ax: Axes,
     table: pd.DataFrame,
