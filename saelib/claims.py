@@ -52,6 +52,7 @@ __all__ = [
     "CONFIDENCE",
     "VERDICTS",
     "Claim",
+    "chosen_on_other_seeds",
     "claims_table",
     "glue_values",
     "interval",
@@ -179,6 +180,27 @@ def verdicts(claims: Sequence[Claim], effects: Mapping[str, Sequence[float]]) ->
         rows.append({"id": claim.id, "verdict": verdict(claim, low, high), "effect": mean,
                      "low": low, "high": high, "n": n, "counts if": claim.counts_if})  # fmt: skip
     return pd.DataFrame(rows).set_index("id")
+
+
+def chosen_on_other_seeds(gains: pd.DataFrame) -> pd.Series:
+    """Per seed, the gain of the option chosen on the *other* seeds (leave one seed out).
+
+    ``gains`` holds one row per seed and one column per option (e.g. a penalty's
+    coefficient and power), NaN where an option has no value. For seed ``s`` the option
+    with the largest mean gain over the other seeds is chosen (NaN ignored; ties to the
+    first column) and its gain at ``s`` returned, so no seed's effect is chosen on that
+    seed itself: an honest "best of a sweep" where there is no separate validation data.
+    Returns a Series indexed like ``gains``: NaN where no option has a value on the
+    other seeds, so NaN throughout for a single seed (its verdict is then inconclusive).
+    """
+    values = gains.to_numpy(dtype=float)
+    out = []
+    for i in range(len(values)):
+        others = np.delete(values, i, axis=0)
+        counts = np.isfinite(others).sum(axis=0)
+        means = np.where(counts > 0, np.nansum(others, axis=0) / np.maximum(counts, 1), -np.inf)
+        out.append(values[i, int(np.argmax(means))] if np.isfinite(means).any() else math.nan)
+    return pd.Series(out, index=gains.index, name="chosen_on_other_seeds")
 
 
 def rounded(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:

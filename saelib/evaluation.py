@@ -183,6 +183,19 @@ def frontier_gap(
     return float(matched.mean()) if len(matched) else float("nan")
 
 
+def one_row(table: pd.DataFrame, **where) -> pd.Series:
+    """The one row of ``table`` whose columns equal ``where``'s values; ValueError naming
+    the selection unless exactly one row matches (a result table with a missing or
+    duplicated run is a bug to surface, not to average over)."""
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in where.items():
+        mask &= (table[column] == value).to_numpy()
+    rows = table[mask]
+    if len(rows) != 1:
+        raise ValueError(f"expected one row with {where}, found {len(rows)}")
+    return rows.iloc[0]
+
+
 def recovery_vs_fidelity(table: pd.DataFrame, by: str = "architecture") -> pd.DataFrame:
     """Per group: the run that recovers the dictionary best against the most faithful run.
 

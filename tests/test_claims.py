@@ -4,11 +4,13 @@ samples whose answer is known, and the errors of a chapter that disagrees with i
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from saelib.claims import (
     Claim,
+    chosen_on_other_seeds,
     claims_table,
     glue_values,
     interval,
@@ -117,3 +119,24 @@ def test_chapters_declare_sourced_claims(chapter):
     claims = chapter_claims(chapter)
     assert len(claims) >= 4
     assert len(chapter_schema(chapter)["claims"]) == len(claims)
+
+
+def test_chosen_on_other_seeds_by_hand():
+    # seed 10: the others give a (2+3)/2=2.5, b (4-1)/2=1.5 -> a -> 9.0
+    gains = pd.DataFrame({"a": [9.0, 2.0, 3.0], "b": [0.0, 4.0, -1.0]}, index=[10, 11, 12])
+    # seed 11: others a (9+3)/2=6, b (0-1)/2=-0.5 -> a -> 2.0
+    # seed 12: others a (9+2)/2=5.5, b (0+4)/2=2 -> a -> 3.0
+    assert chosen_on_other_seeds(gains).tolist() == [9.0, 2.0, 3.0]
+    gains = pd.DataFrame({"a": [1.0, 0.0, 0.0], "b": [5.0, 1.0, 1.0]})
+    # seed 0: others a 0, b 1 -> b -> 5.0; seed 1: others a 0.5, b 3 -> b -> 1.0
+    assert chosen_on_other_seeds(gains).tolist() == [5.0, 1.0, 1.0]
+
+
+def test_chosen_on_other_seeds_nan_and_ties():
+    gains = pd.DataFrame({"a": [np.nan, 1.0, 1.0], "b": [2.0, 1.0, 1.0]})
+    # seed 0: a mean 1, b mean 1: tie -> first column a -> NaN at seed 0
+    out = chosen_on_other_seeds(gains)
+    assert math.isnan(out[0]) and out[1] == 1.0 and out[2] == 1.0
+    only_nan = pd.DataFrame({"a": [np.nan, np.nan], "b": [1.0, np.nan]})
+    assert math.isnan(chosen_on_other_seeds(only_nan)[1])  # b has no value on seed 0
+    assert math.isnan(chosen_on_other_seeds(pd.DataFrame({"a": [1.0]}))[0])  # one seed

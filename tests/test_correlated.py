@@ -4,9 +4,11 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from saelib.parameters import chapter_claims
 from saelib.toys import correlated as co
+from saelib.toys import dictionaries
 
 TINY = dict(
     n_features=32, d=16, mean_active=3.0, zipf_exponent=0.5, correlated_pairs=4,
@@ -32,7 +34,16 @@ def test_reference_at_interpolates_in_log_l0_and_refuses_to_extrapolate():
 
 def test_chance_mmcs_rises_with_width():
     data = co.CorrelatedExperiment.from_params(TINY).data(0)
-    assert co.chance_mmcs(data.dictionary, 8, 0, 3) < co.chance_mmcs(data.dictionary, 128, 0, 3)
+    chance = dictionaries.chance_mmcs
+    assert chance(data.dictionary, 8, 0, 3) < chance(data.dictionary, 128, 0, 3)
+
+
+def test_chance_mmcs_by_hand():
+    # in d = 1 every unit atom is +1 or -1, so every true atom is matched at |cos| 1
+    true = torch.tensor([[1.0], [-1.0]])
+    assert dictionaries.chance_mmcs(true, 3, seed=0, draws=2) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="draws"):
+        dictionaries.chance_mmcs(true, 3, seed=0, draws=0)
 
 
 def test_tasks_order_costliest_part_first():

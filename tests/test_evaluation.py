@@ -10,6 +10,7 @@ from saelib.evaluation import (
     compare_frontiers,
     evaluate,
     frontier_gap,
+    one_row,
     recovery_vs_fidelity,
     run_sweep,
 )
@@ -142,3 +143,13 @@ def test_evaluate_restores_the_mode_even_on_error():
     sae.eval()
     evaluate(sae, torch.rand(5, 3))
     assert not sae.training
+
+
+def test_one_row_names_a_missing_or_duplicated_selection():
+    table = pd.DataFrame({"a": [1, 1, 2], "b": ["x", "y", "x"], "v": [10, 20, 30]})
+    assert one_row(table, a=1, b="y")["v"] == 20
+    assert one_row(table, a=2)["v"] == 30
+    with pytest.raises(ValueError, match=r"expected one row with \{'a': 1\}, found 2"):
+        one_row(table, a=1)
+    with pytest.raises(ValueError, match="found 0"):
+        one_row(table, a=3)

@@ -1,5 +1,6 @@
 """The chapters' parameter schemas: every notebook's defaults pass; chapters 03/04's rules fail."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,15 +82,30 @@ def _presets():
     return [(ch, name) for ch, known in sorted(presets.items()) for name in sorted(known)]
 
 
-@pytest.mark.parametrize("chapter, preset", _presets())
-def test_presets_pass(chapter, preset):
-    """Every preset in notebooks/presets.yaml passes its chapter's schema (device aside:
-    the paper preset asks for CUDA, which this machine may lack)."""
-    import yaml
+def _setup_cells(chapter: str) -> tuple[str, str]:
+    """The source of a chapter's ``parameters`` cell and of its validation cell (the first
+    code cell after it that calls ``check_chapter``)."""
+    cells = [c for c in json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]  # fmt: skip
+    at = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
+    check = next(c for c in cells[at + 1 :] if "check_chapter(" in "".join(c["source"]))
+    return "".join(cells[at]["source"]), "".join(check["source"])
 
-    overrides = yaml.safe_load((NOTEBOOKS / "presets.yaml").read_text())[chapter][preset] or {}
-    values = defaults(chapter) | overrides | {"device": "cpu"}
-    check_chapter(values, chapter)
+
+@pytest.mark.parametrize(
+    "chapter, preset",
+    [(ch, "ci") for ch in chapters.chapters()] + _presets(),
+)
+def test_presets_start(chapter, preset):
+    """Every chapter starts under every preset in notebooks/presets.yaml: its parameters
+    cell, the preset's values injected after it (as papermill does) and its validation cell
+    run as in the notebook, with the device forced to cpu (the paper preset may ask for
+    CUDA, which CI lacks)."""
+    parameters, validation = _setup_cells(chapter)
+    namespace: dict = {}
+    exec(parameters, namespace)  # noqa: S102 - the repository's own notebook
+    namespace.update(chapters.preset_parameters(chapter, preset) | {"device": "cpu"})
+    exec(validation, namespace)  # noqa: S102 - raises, naming the parameter, if it cannot start
 
 
 def test_chapter_runner_refuses_bad_overrides_before_starting_a_kernel(tmp_path):

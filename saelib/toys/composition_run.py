@@ -27,12 +27,11 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
-import numpy as np
 import pandas as pd
 import torch
 
 from saelib.data import TensorBatches
-from saelib.evaluation import Run
+from saelib.evaluation import Run, one_row
 from saelib.saes import SAEConfig, make_sae
 from saelib.stacked import train_stacked
 from saelib.toys.composed import ComposedSets, composed_sets
@@ -147,7 +146,7 @@ def run_group(exp: CompositionExperiment, group: str) -> pd.DataFrame:
         return _references_2d(exp)
     members = _members(exp, group)
     if group in TRAINER_ARCHITECTURES:
-        return _train_one_by_one(exp, members)
+        return _train_one_byone_row(exp, members)
     return _train_stacked(exp, members, with_history=group == "relu2d")
 
 
@@ -267,7 +266,7 @@ def _train_stacked(
     return table
 
 
-def _train_one_by_one(exp: CompositionExperiment, members: list[_Member]) -> pd.DataFrame:
+def _train_one_byone_row(exp: CompositionExperiment, members: list[_Member]) -> pd.DataFrame:
     """Train ``members`` with the Trainer, one after another; score each."""
     cache: dict = {}
     rows = []
@@ -365,16 +364,6 @@ def ortho_choice(runs: pd.DataFrame, plain_val_fvu: float, margin: float = 0.01)
     return pool.loc[pool["val_composite_fraction"].idxmin()]
 
 
-def _one(frame: pd.DataFrame, **where) -> pd.Series:
-    mask = np.ones(len(frame), dtype=bool)
-    for k, v in where.items():
-        mask &= (frame[k] == v).to_numpy()
-    rows = frame[mask]
-    if len(rows) != 1:
-        raise ValueError(f"expected one row with {where}, found {len(rows)}")
-    return rows.iloc[0]
-
-
 def effects(exp: CompositionExperiment, runs: pd.DataFrame, refs: pd.DataFrame) -> dict[str, list]:
     """One effect per seed for each claim of chapter 03, oriented as the claim's metric says."""
     out: dict[str, list[float]] = {}
@@ -390,33 +379,33 @@ def effects(exp: CompositionExperiment, runs: pd.DataFrame, refs: pd.DataFrame) 
 
         def ref(name, corr=0.0, l1=exp.l1, setting=None, r=r):
             if setting is None:
-                return _one(r[r["d"] == 2], dictionary=name, corr=corr, l1=l1)["objective"]
-            return _one(r, dictionary=name, setting=setting)["objective"]
+                return one_row(r[r["d"] == 2], dictionary=name, corr=corr, l1=l1)["objective"]
+            return one_row(r, dictionary=name, setting=setting)["objective"]
 
         def advantage(corr):
             return (ref("true", corr) - ref("composed", corr)) / ref("true", corr)
 
-        plain = _one(f, section="grid", l1=exp.l1, lr=exp.lr)
+        plain = one_row(f, section="grid", l1=exp.l1, lr=exp.lr)
         add("composed_cheaper_2d", advantage(0.0))
         add("correlation_strengthens", advantage(hi) - advantage(0.0))
         add("found_composed_2d", plain["mmcs_composed"] - plain["mmcs"])
         best0 = min(ref("true"), ref("composed"))
         add("optimiser_gap_2d", plain["objective"] / best0 - 1)
-        corr_run = _one(f, section="correlated", l1=exp.l1, corr=hi)
+        corr_run = one_row(f, section="correlated", l1=exp.l1, corr=hi)
         add(
             "optimiser_gap_correlated",
             corr_run["objective"] / min(ref("true", hi), ref("composed", hi)) - 1,
         )
-        lowd = _one(f, section="dims", setting=low)
+        lowd = one_row(f, section="dims", setting=low)
         add(
             "optimiser_gap_low_d",
             lowd["objective"] / min(ref("true", setting=low), ref("composed", setting=low)) - 1,
         )
-        bigd = _one(f, section="dims", setting=big)
+        bigd = one_row(f, section="dims", setting=big)
         add("finds_truth_high_d", bigd["mmcs"] - 1)
         add("composed_worse_high_d", ref("composed", setting=big) / ref("true", setting=big) - 1)
         for corr, name in ((0.0, "truth_unstable_independent"), (hi, "truth_unstable_correlated")):
-            add(name, _one(f, section="perturbed", corr=corr)["composite_fraction"])
+            add(name, one_row(f, section="perturbed", corr=corr)["composite_fraction"])
         comp = plain["composite_fraction"]
         fixes = f[f["section"] == "fixes"]
         for p, name in ((min(exp.ortho_powers), "ortho_linear_fewer_composites"),
@@ -425,13 +414,16 @@ def effects(exp: CompositionExperiment, runs: pd.DataFrame, refs: pd.DataFrame) 
                 fixes[fixes["variant"] == f"orthogonality p={p:g}"], plain["val_fvu"]
             )
             add(name, comp - chosen["composite_fraction"])
-        add("tied_fewer_composites", comp - _one(fixes, variant="tied")["composite_fraction"])
-        widest = _one(fixes, variant=f"{max(exp.wide)} latents")
+        add("tied_fewer_composites", comp - one_row(fixes, variant="tied")["composite_fraction"])
+        widest = one_row(fixes, variant=f"{max(exp.wide)} latents")
         add("wider_fewer_composites", comp - widest["composite_fraction"])
         for arch in ("topk", "batchtopk", "jumprelu", "gated"):
             add(
                 f"{arch}_fewer_composites",
-                comp - _one(fixes, variant=_ARCH_NAMES[arch])["composite_fraction"],
+                comp - one_row(fixes, variant=_ARCH_NAMES[arch])["composite_fraction"],
             )
-        add("mlp_more_composites", _one(fixes, variant="MLP encoder")["composite_fraction"] - comp)
+        add(
+            "mlp_more_composites",
+            one_row(fixes, variant="MLP encoder")["composite_fraction"] - comp,
+        )
     return out

@@ -29,13 +29,14 @@ import pandas as pd
 import torch
 
 from saelib import metrics
+from saelib.claims import chosen_on_other_seeds
 from saelib.data import TensorBatches
-from saelib.evaluation import Run, frontier_gap, sweep
+from saelib.evaluation import Run, frontier_gap, one_row, sweep
 from saelib.parallel import seed_parts
 from saelib.saes import SAE, SAEConfig, inference
 from saelib.toys import feature_metrics as fm
 from saelib.toys.absorption import chanin_absorption
-from saelib.toys.dictionaries import random_dictionary
+from saelib.toys.dictionaries import chance_mmcs
 from saelib.toys.ground_truth import Truth, score, train_and_score
 from saelib.toys.hedging import eigenvector_hedging, hedging_toy
 from saelib.toys.ideal_probe import any_of_labels, feature_labels, probe_coders
@@ -199,14 +200,6 @@ def tasks(seeds: Sequence[int]) -> list[tuple[int, str]]:
     return seed_parts(seeds, PARTS)
 
 
-def chance_mmcs(true_dict: torch.Tensor, d_sae: int, seed: int, draws: int) -> float:
-    """MMCS of random unit-norm dictionaries ``[d_sae, d]`` against ``true_dict [n, d]``:
-    what a dictionary of that width reaches by chance (mean of ``draws`` draws)."""
-    d = true_dict.shape[1]
-    dicts = [random_dictionary(d_sae, d, generator=seed * 97 + i) for i in range(draws)]
-    return float(np.mean([metrics.matched_cosines(true_dict, r).mmcs for r in dicts]))
-
-
 def related_share(n_features: int, correlated_pairs: int, n_parents: int, children: int) -> float:
     """The share of related pairs (co-occurring, or parent and child) among all pairs."""
     return (correlated_pairs + n_parents * children) / (n_features * (n_features - 1) / 2)
@@ -358,14 +351,11 @@ def orthogonality_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.assign(penalty=[f"p={p:g}" for p in table["power"]])
 
 
-def _one(runs: pd.DataFrame, **where) -> pd.Series:
-    mask = np.ones(len(runs), dtype=bool)
-    for column, value in where.items():
-        mask &= (runs[column] == value).to_numpy()
-    rows = runs[mask]
-    if len(rows) != 1:
-        raise ValueError(f"expected one run with {where}, found {len(rows)}")
-    return rows.iloc[0]
+def ortho_gains(runs: pd.DataFrame) -> pd.DataFrame:
+    """MMCS gain over plain ReLU at the same L0 of every penalised run: one row per seed,
+    one column per (power, coefficient); NaN outside plain ReLU's L0 range."""
+    table = orthogonality_table(runs)
+    return table.pivot(index="seed", columns=["power", "coeff"], values="d_mmcs")
 
 
 def _probe_mean(probes: pd.DataFrame, coder: str, kinds: Sequence[str], k: int | None) -> float:
@@ -376,8 +366,8 @@ def _probe_mean(probes: pd.DataFrame, coder: str, kinds: Sequence[str], k: int |
 
 def _above_chance(runs: pd.DataFrame, variant: str, knob: float, width: float) -> float:
     """MMCS of ``variant`` at ``knob`` and ``width`` minus the chance MMCS of that width."""
-    run = _one(runs, variant=variant, knob=knob, width=width)
-    return float(run["mmcs"] - _one(runs, variant="chance", width=width)["mmcs"])
+    run = one_row(runs, variant=variant, knob=knob, width=width)
+    return float(run["mmcs"] - one_row(runs, variant="chance", width=width)["mmcs"])
 
 
 def effects(
@@ -393,7 +383,10 @@ def effects(
                          exp.children_per_parent)  # fmt: skip
     lin, sup = min(exp.ortho_powers), max(exp.ortho_powers)
     wide, narrow = max(exp.widths), min(exp.widths)
-    for seed in sorted(runs["seed"].unique()):
+    seeds = sorted(runs["seed"].unique())
+    # the best of the sweep, each seed's choice made on the other seeds
+    out["ortho_best_mmcs"] = chosen_on_other_seeds(ortho_gains(runs).loc[seeds]).tolist()
+    for seed in seeds:
         r = runs[runs["seed"] == seed]
         arch = r[r["variant"].isin(ARCHITECTURES) & (r["width"] == 1.0)]
         n_comp = arch[[f"comp_{k}" for k in fm.PAIR_KINDS]].to_numpy().sum()
@@ -405,38 +398,27 @@ def effects(
             arch["unmatched_composite"].sum() / unmatched if unmatched else math.nan)  # fmt: skip
         orth = r[r["variant"] == "ReLU orth."]
         for power, suffix in ((lin, ""), (sup, "_sup")):
-            row = _one(orth, power=power, coeff=exp.ortho_claim_coeff)
+            row = one_row(orth, power=power, coeff=exp.ortho_claim_coeff)
             add(f"ortho{suffix}_fewer_composites", -_matched(r, row, "composite_fraction"))
             add(f"ortho{suffix}_better_mmcs", _matched(r, row, "mmcs"))
             add(f"ortho{suffix}_fvu_cost", -_matched(r, row, "fvu"))
-        gains = [_matched(r, row, "mmcs") for _, row in orth.iterrows()]
-        add("ortho_best_mmcs", np.nanmax(gains) if np.isfinite(gains).any() else math.nan)
-        add(
-            "tied_less_absorption",
-            frontier_gap(arch, "ReLU tied", "ReLU", y="absorption_full", by="variant"),
-        )
-        add(
-            "tied_less_miss_excess",
-            frontier_gap(arch, "ReLU tied", "ReLU", y="miss_excess", by="variant"),
-        )
-        add("topk_better_mmcs", frontier_gap(arch, "ReLU", "TopK", y="mmcs", by="variant"))
-        add(
-            "topk_more_composites",
-            frontier_gap(arch, "ReLU", "TopK", y="composite_fraction", by="variant"),
-        )
-        add(
-            "topk_more_absorption",
-            frontier_gap(arch, "ReLU", "TopK", y="absorption_full", by="variant"),
-        )
+        for name, a, b, y in (  # a's y lies below b's at matched L0 by this much
+            ("tied_less_absorption", "ReLU tied", "ReLU", "absorption_full"),
+            ("tied_less_miss_excess", "ReLU tied", "ReLU", "miss_excess"),
+            ("topk_better_mmcs", "ReLU", "TopK", "mmcs"),
+            ("topk_more_composites", "ReLU", "TopK", "composite_fraction"),
+            ("topk_more_absorption", "ReLU", "TopK", "absorption_full"),
+        ):
+            add(name, frontier_gap(arch, a, b, y=y, by="variant"))
 
         for variant, knob, name in (("TopK", exp.topk_k, "topk_wider_recovers"),
                                     ("ReLU", exp.l1, "relu_wider_recovers")):  # fmt: skip
             add(name, _above_chance(r, variant, knob, wide) - _above_chance(r, variant, knob, 1.0))
-        hedge = [_one(r, variant=v, knob=k, width=narrow)["hedging_abs"]
-                 - _one(r, variant=v, knob=k, width=1.0)["hedging_abs"]
+        hedge = [one_row(r, variant=v, knob=k, width=narrow)["hedging_abs"]
+                 - one_row(r, variant=v, knob=k, width=1.0)["hedging_abs"]
                  for v, k in (("TopK", exp.topk_k), ("ReLU", exp.l1))]  # fmt: skip
         add("narrow_hedges_more", np.mean(hedge))
-        toy = _one(r, variant="hedging toy")
+        toy = one_row(r, variant="hedging toy")
         add("toy_hedges", toy["hedging"])
         add("toy_hedging_as_mse_predicts", abs(toy["hedging"] - toy["predicted_hedging"]))
         p = probes[probes["seed"] == seed]

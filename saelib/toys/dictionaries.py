@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from typing import Literal, NamedTuple, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from saelib.metrics import matched_cosines
 from saelib.validation import check_choice, check_int, check_real, is_int, require
 
 Seed = int | torch.Generator
@@ -92,6 +94,16 @@ def random_dictionary(
         u = F.normalize(u - (u @ shared)[:, None] * shared, dim=1)
         dirs = math.sqrt(coherence) * shared + math.sqrt(1 - coherence) * u
     return F.normalize(dirs, dim=1).to(device)  # normalised again against rounding
+
+
+def chance_mmcs(true_dict: Tensor, d_sae: int, seed: int, draws: int = 5) -> float:
+    """MMCS of random unit-norm dictionaries ``[d_sae, d]`` against ``true_dict
+    [n_features, d]``: the level a dictionary of that width reaches by chance (mean of
+    ``draws`` draws, the i-th seeded ``seed * 97 + i``)."""
+    check_int("draws", draws, 1)
+    d = true_dict.shape[1]
+    dicts = [random_dictionary(d_sae, d, generator=seed * 97 + i) for i in range(draws)]
+    return float(np.mean([matched_cosines(true_dict, r).mmcs for r in dicts]))
 
 
 def orthonormal_rows(k: int, d: int, generator: Seed) -> Tensor:

@@ -14,16 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-import numpy as np
 import pandas as pd
 import torch
 
 from saelib.data import TensorBatches
 from saelib.evaluation import Run, final_drop, frontier_gap, run_sweep
-from saelib.metrics import matched_cosines
 from saelib.parallel import seed_parts
 from saelib.saes import SAEConfig
-from saelib.toys.dictionaries import random_dictionary
+from saelib.toys import dictionaries
 from saelib.toys.synthetic import SyntheticConfig, SyntheticData
 from saelib.training import TrainConfig
 
@@ -182,16 +180,8 @@ def collect(tables: Sequence[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def chance_mmcs(exp: ZooExperiment, width: float, seed: int, draws: int = 5) -> float:
-    """MMCS of random unit-norm dictionaries of the SAE's width against the true one: the
-    level a dictionary reaches by chance (mean of ``draws`` draws)."""
-    true = exp.data(seed).dictionary
-    scores = [
-        matched_cosines(
-            true, random_dictionary(exp.d_sae(width), exp.d, generator=seed * 97 + i)
-        ).mmcs
-        for i in range(draws)
-    ]
-    return float(np.mean(scores))
+    """``toys.dictionaries.chance_mmcs`` for this experiment's seed and SAE width."""
+    return dictionaries.chance_mmcs(exp.data(seed).dictionary, exp.d_sae(width), seed, draws)
 
 
 def _gamma(table: pd.DataFrame, arch: str) -> float:
