@@ -102,6 +102,9 @@ def sae_train_step_flops(
     ``saelib.saes.base._Affine``) and of the others when ``apply_b_dec_to_input=False``
     (the input is data), and the Gated SAE's auxiliary reconstruction
     ``ReLU(pi_gate) @ sg(W_dec)`` (``2 d_sae d_in`` forward, the same again backward).
+    Matryoshka adds its inner prefix reconstructions, built slice by slice:
+    ``2 m_{G-1} d_in`` forward per sample (``m_{G-1}`` the largest inner width), 3x with
+    the backward.
     The decoder is the dense one: this counts the dense twin (``TrainConfig(
     sparse_topk=False)``); TopK's default sparse path does the decoder and the encoder's
     weight gradient on the ``k`` active latents only.
@@ -123,6 +126,9 @@ def sae_train_step_flops(
         per_sample -= n_input_products * 2 * fan_in * fan_out  # no gradient for the data
     if cfg.architecture == "gated":
         per_sample += 2 * decode  # frozen-decoder auxiliary reconstruction
+    if cfg.architecture == "matryoshka" and len(cfg.matryoshka_widths) > 1:
+        # the inner prefixes, built slice by slice up to the largest inner width
+        per_sample += 3 * 2 * cfg.matryoshka_widths[-2] * cfg.d_in
     if aux_k:
         per_sample += 3 * decode
     per_step = 2 * cfg.d_sae**2 * cfg.d_in if orthogonality else 0

@@ -53,6 +53,7 @@ TO_SAELENS = {
     "jumprelu": "jumprelu",
     "gated": "gated",
     "batchtopk": "jumprelu",
+    "matryoshka": "jumprelu",
 }
 FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 DTYPES = {
@@ -171,10 +172,10 @@ def _saelens_tensors(sae: SAE) -> dict[str, Tensor]:
         tensors["b_enc"] = sae.b_enc
     if arch == "jumprelu":
         tensors["threshold"] = sae.threshold  # [d_sae]
-    if arch == "batchtopk":
+    if arch in ("batchtopk", "matryoshka"):
         if sae.threshold < 0:
             raise ValueError(
-                "BatchTopK threshold is negative, i.e. not estimated yet: train the SAE "
+                f"{arch} threshold is negative, i.e. not estimated yet: train the SAE "
                 "(the trainer calls update_statistics) before saving it for SAELens"
             )
         tensors["threshold"] = sae.threshold.expand(sae.cfg.d_sae)  # scalar -> [d_sae]

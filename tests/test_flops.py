@@ -16,6 +16,7 @@ CONFIGS = {  # name -> SAEConfig keywords; every architecture and the flags that
     "relu_no_bdec": {"apply_b_dec_to_input": False},
     "topk": {"architecture": "topk", "k": 3},
     "batchtopk": {"architecture": "batchtopk", "k": 3},
+    "matryoshka": {"architecture": "matryoshka", "k": 3, "matryoshka_widths": (4, 10, 24)},
     "jumprelu": {"architecture": "jumprelu"},
     "gated": {"architecture": "gated"},
     "gated_no_bdec": {"architecture": "gated", "apply_b_dec_to_input": False},
@@ -79,6 +80,8 @@ def test_train_step_hand_computed():
     assert flops.sae_train_step_flops(relu, 16, orthogonality=True) == 16 * step + orth
     # gated: 3 x (two encoder products + decoder) + frozen-decoder aux at 2x
     assert flops.sae_train_step_flops(gated, 1) == 3 * (768 + 384) + 2 * 384
+    # matryoshka: batchtopk's step plus the inner prefixes up to width 10, 3x forward
+    assert flops.sae_train_step_flops(config("matryoshka"), 1) == step + 3 * 2 * 10 * 8
     # without b_dec subtracted the input is data: no input gradient either
     assert flops.sae_train_step_flops(config("relu_no_bdec"), 1) == step
     assert flops.training_flops(relu, n_steps=10, batch_size=16) == 10 * 16 * step

@@ -20,8 +20,10 @@ LINEAR = ["relu", "topk", "batchtopk", "jumprelu", "gated"]
 
 def trained_sae(arch: str, tied: bool = False, seed: int = 0):
     """An SAE whose every parameter and buffer is moved away from its initial value."""
-    k = K if arch in ("topk", "batchtopk") else None
-    cfg = SAEConfig(D_IN, D_SAE, arch, k=k, tied=tied, mlp_hidden=(8,), metadata={"seed": seed})
+    k = K if arch in ("topk", "batchtopk", "matryoshka") else None
+    widths = (D_SAE // 4, D_SAE) if arch == "matryoshka" else ()
+    cfg = SAEConfig(D_IN, D_SAE, arch, k=k, tied=tied, mlp_hidden=(8,), matryoshka_widths=widths,
+                    metadata={"seed": seed})  # fmt: skip
     sae = make_sae(cfg)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -29,7 +31,7 @@ def trained_sae(arch: str, tied: bool = False, seed: int = 0):
             p.add_(0.3 * torch.randn(p.shape, generator=g))
         if arch == "jumprelu":  # thresholds of the order of the pre-activations
             sae.log_threshold.copy_(torch.empty(D_SAE).uniform_(-3, -0.5, generator=g))
-        if arch == "batchtopk":
+        if arch in ("batchtopk", "matryoshka"):
             sae.threshold.fill_(0.37)
     return sae.eval()
 
@@ -128,8 +130,9 @@ def test_saelens_keeps_apply_b_dec_to_input_false(tmp_path):
     assert_same_outputs(sae, loaded, inputs())
 
 
-def test_batchtopk_loads_back_as_jumprelu_with_its_inference_codes(tmp_path):
-    sae = trained_sae("batchtopk")
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_batchtopk_loads_back_as_jumprelu_with_its_inference_codes(tmp_path, arch):
+    sae = trained_sae(arch)
     save_saelens(sae, tmp_path)
     loaded = load_saelens(tmp_path)
     assert isinstance(loaded, JumpReLUSAE)
@@ -168,6 +171,7 @@ SAELENS_KEYS = {
     "topk": {"W_enc", "b_enc", "W_dec", "b_dec"},
     "jumprelu": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
     "batchtopk": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
+    "matryoshka": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
     "gated": {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"},
 }
 
@@ -178,7 +182,8 @@ def test_saelens_files_have_saelens_keys_and_layout(tmp_path, arch):
     save_saelens(sae, tmp_path, metadata={"model_name": "gpt2", "hook_name": "blocks.8.x"})
     with open(tmp_path / "cfg.json") as fh:
         cfg = json.load(fh)
-    assert cfg["architecture"] == {**SAELENS_NAME, "batchtopk": "jumprelu"}[arch]
+    assert cfg["architecture"] == {**SAELENS_NAME, "batchtopk": "jumprelu",
+                                   "matryoshka": "jumprelu"}[arch]  # fmt: skip
     assert (cfg["d_in"], cfg["d_sae"], cfg["dtype"]) == (D_IN, D_SAE, "float32")
     assert cfg["normalize_activations"] == "none" and cfg["apply_b_dec_to_input"] is True
     assert cfg["metadata"]["model_name"] == "gpt2"

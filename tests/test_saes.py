@@ -10,8 +10,10 @@ D_IN, D_SAE = 8, 24
 
 
 def config(arch, **kw):
-    if arch in ("topk", "batchtopk"):
+    if arch in ("topk", "batchtopk", "matryoshka"):
         kw.setdefault("k", 3)
+    if arch == "matryoshka":
+        kw.setdefault("matryoshka_widths", (4, 12, D_SAE))
     return SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, **kw)
 
 
@@ -37,7 +39,7 @@ def test_contract_shapes_and_consistency(arch):
     torch.testing.assert_close(out.x_hat, out.f @ sae.W_dec + sae.b_dec)
     total, terms, _ = sae.loss(x, sparsity_coeff=0.5)
     assert {"mse", "sparsity"} <= set(terms)
-    extra = terms.get("aux", 0.0)
+    extra = sum(v for name, v in terms.items() if name not in ("mse", "sparsity"))  # aux, ...
     torch.testing.assert_close(total, terms["mse"] + 0.5 * terms["sparsity"] + extra)
     total.backward()
     assert all(p.grad is not None for p in sae.parameters())

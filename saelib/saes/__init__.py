@@ -5,6 +5,7 @@ from saelib.saes.config import SAEConfig
 from saelib.saes.gated import GatedSAE
 from saelib.saes.jumprelu import JumpReLUSAE
 from saelib.saes.lista import LISTASAE
+from saelib.saes.matryoshka import MatryoshkaSAE
 from saelib.saes.mlp import MLPSAE
 from saelib.saes.relu import ReLUSAE
 from saelib.saes.topk import BatchTopKSAE, TopKSAE
@@ -13,6 +14,7 @@ SAE_CLASSES: dict[str, type[SAE]] = {
     "relu": ReLUSAE,
     "topk": TopKSAE,
     "batchtopk": BatchTopKSAE,
+    "matryoshka": MatryoshkaSAE,
     "jumprelu": JumpReLUSAE,
     "gated": GatedSAE,
     "mlp": MLPSAE,
@@ -37,6 +39,7 @@ __all__ = [
     "ReLUSAE",
     "TopKSAE",
     "BatchTopKSAE",
+    "MatryoshkaSAE",
     "JumpReLUSAE",
     "GatedSAE",
     "MLPSAE",

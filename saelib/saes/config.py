@@ -8,16 +8,19 @@ Validated at construction; ``to_dict``/``from_dict`` round-trip through JSON.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
 from saelib.validation import check_choice, check_int, check_real
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "mlp", "lista"]
+Architecture = Literal[
+    "relu", "topk", "batchtopk", "matryoshka", "jumprelu", "gated", "mlp", "lista"
+]
 SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
 MLPOutput = Literal["relu", "topk"]
 
-AFFINE_ENCODERS = ("relu", "topk", "batchtopk", "jumprelu")
+AFFINE_ENCODERS = ("relu", "topk", "batchtopk", "matryoshka", "jumprelu")
 """Encoders that are one affine map of ``x - b_dec`` (``_Affine``); codes depend on it alone."""
 LINEAR_ENCODERS = (*AFFINE_ENCODERS, "gated")
 """Encoders built from linear maps of ``x - b_dec`` (Gated has two); they may be tied."""
@@ -32,10 +35,11 @@ class SAEConfig:
     d_sae: int
     """Number of latents (dictionary atoms)."""
     architecture: Architecture = "relu"
-    """One of relu (L1 penalty), topk, batchtopk, jumprelu, gated, mlp (deep encoder), lista
-    (unrolled ISTA encoder)."""
+    """One of relu (L1 penalty), topk, batchtopk, matryoshka (BatchTopK with nested prefix
+    losses), jumprelu, gated, mlp (deep encoder), lista (unrolled ISTA encoder)."""
     k: int | None = None
-    """Active latents per sample: required for topk, batchtopk and mlp with mlp_output='topk'."""
+    """Active latents per sample: required for topk, batchtopk, matryoshka and mlp with
+    mlp_output='topk'."""
     sparsity_penalty: SparsityPenalty = "l1_dec_norm"
     """Penalty of relu and mlp(relu) SAEs: plain l1, decoder-norm-weighted l1, or tanh."""
     tanh_scale: float = 4.0
@@ -46,6 +50,9 @@ class SAEConfig:
     """JumpReLU: initial threshold theta of every latent."""
     threshold_momentum: float = 0.99
     """BatchTopK: momentum of the running estimate of the inference threshold."""
+    matryoshka_widths: tuple[int, ...] = ()
+    """Matryoshka: the nested prefix sizes, strictly increasing, the last equal to d_sae
+    (e.g. (128, 512, 2048) for d_sae 2048); each prefix's reconstruction is in the loss."""
     mlp_hidden: tuple[int, ...] = (256,)
     """MLP encoder: widths of the hidden layers (depth = len + 1 linear maps)."""
     mlp_output: MLPOutput = "relu"
@@ -73,8 +80,9 @@ class SAEConfig:
                 raise ValueError(f"SAEConfig.k must be in [1, d_sae={self.d_sae}], got {self.k}")
         elif self.k is not None:
             raise ValueError(
-                f"SAEConfig.k is only used by topk, batchtopk and mlp with mlp_output='topk'; "
-                f"got k={self.k} for architecture={self.architecture!r} (set k=None)"
+                f"SAEConfig.k is only used by topk, batchtopk, matryoshka and mlp with "
+                f"mlp_output='topk'; got k={self.k} for architecture={self.architecture!r} "
+                f"(set k=None)"
             )
         for name in ("tanh_scale", "bandwidth", "init_threshold"):
             check_real(f"SAEConfig.{name}", getattr(self, name), low=0, open_low=True)
@@ -90,26 +98,51 @@ class SAEConfig:
         for width in self.mlp_hidden:
             check_int("SAEConfig.mlp_hidden entries", width, low=1)
         check_int("SAEConfig.lista_steps", self.lista_steps, low=0)
+        self._check_matryoshka_widths()
         if self.tied and self.architecture not in LINEAR_ENCODERS:
             raise ValueError(
                 f"SAEConfig.tied is only allowed for architectures {list(LINEAR_ENCODERS)}, "
                 f"got architecture={self.architecture!r}"
             )
 
+    def _check_matryoshka_widths(self) -> None:
+        widths = self.matryoshka_widths
+        name = "SAEConfig.matryoshka_widths"
+        if self.architecture != "matryoshka":
+            if widths:
+                raise ValueError(
+                    f"{name} is only used by architecture='matryoshka', got {widths!r} for "
+                    f"architecture={self.architecture!r} (set matryoshka_widths=())"
+                )
+            return
+        if not isinstance(widths, tuple) or not widths:
+            raise ValueError(
+                f"{name} must be a non-empty tuple of prefix sizes ending at d_sae={self.d_sae}, "
+                f"e.g. ({self.d_sae // 4}, {self.d_sae}), got {widths!r}"
+            )
+        for width in widths:
+            check_int(f"{name} entries", width, low=1, high=self.d_sae)
+        if any(a >= b for a, b in itertools.pairwise(widths)) or widths[-1] != self.d_sae:
+            raise ValueError(
+                f"{name} must increase strictly and end at d_sae={self.d_sae}, got {widths!r}"
+            )
+
     @property
     def uses_k(self) -> bool:
-        return self.architecture in ("topk", "batchtopk") or (
+        return self.architecture in ("topk", "batchtopk", "matryoshka") or (
             self.architecture == "mlp" and self.mlp_output == "topk"
         )
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mlp_hidden"] = list(self.mlp_hidden)
+        d["matryoshka_widths"] = list(self.matryoshka_widths)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SAEConfig:
         d = dict(d)
-        if "mlp_hidden" in d:
-            d["mlp_hidden"] = tuple(d["mlp_hidden"])
+        for name in ("mlp_hidden", "matryoshka_widths"):
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
