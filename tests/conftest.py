@@ -51,3 +51,20 @@ def tiny_lm(tmp_path_factory):
     """(LanguageModel, HF model) of a tiny random Llama; shared, do not modify."""
     torch.set_num_threads(1)
     return build_tiny_lm(tmp_path_factory.mktemp("tiny_tokenizer"))
+
+
+def assert_matches_finite_differences(params, loss, analytic, n=6, eps=1e-6, atol=1e-5, seed=0):
+    """Central differences of ``loss()`` at ``n`` random entries of each float64 parameter
+    against the ``analytic`` gradients (one per parameter): an independent check."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p, grad in zip(params, analytic, strict=True):
+            flat = p.view(-1)
+            for i in torch.randperm(p.numel(), generator=g)[:n]:
+                old = flat[i].item()
+                flat[i] = old + eps
+                up = loss().item()
+                flat[i] = old - eps
+                down = loss().item()
+                flat[i] = old
+                assert abs((up - down) / (2 * eps) - grad.reshape(-1)[i].item()) < atol

@@ -11,6 +11,7 @@ recovery belongs on hierarchical data (SynthSAEBench-style), still to be written
 
 import pytest
 import torch
+from conftest import assert_matches_finite_differences
 
 from saelib import losses
 from saelib.saes import SAEConfig, make_sae
@@ -81,17 +82,7 @@ def test_inner_gradient_against_finite_differences():
     def inner():
         return sae.inner_mse(x, sae.sparse_forward(x))
 
-    analytic = grads(sae, inner())
-    with torch.no_grad():
-        for p, g in zip(sae.parameters(), analytic, strict=True):
-            for i in torch.randperm(p.numel(), generator=torch.Generator().manual_seed(1))[:6]:
-                flat, old = p.view(-1), p.view(-1)[i].item()
-                flat[i] = old + 1e-6
-                up = inner().item()
-                flat[i] = old - 1e-6
-                down = inner().item()
-                flat[i] = old
-                assert abs((up - down) / 2e-6 - g.reshape(-1)[i].item()) < 1e-5
+    assert_matches_finite_differences(list(sae.parameters()), inner, grads(sae, inner()))
 
 
 def test_training_sparse_equals_dense():
