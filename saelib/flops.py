@@ -48,6 +48,8 @@ def encoder_matmuls(cfg: SAEConfig) -> list[tuple[int, int]]:
     if cfg.architecture == "lista":  # the first affine map, then per step z W_dec and r W_t
         step = [(cfg.d_sae, cfg.d_in), (cfg.d_in, cfg.d_sae)]
         return [(cfg.d_in, cfg.d_sae), *step * cfg.lista_steps]
+    if cfg.architecture == "mp":  # per pursuit step the correlations r @ W_dec.T (at most)
+        return [(cfg.d_in, cfg.d_sae)] * (cfg.mp_steps or cfg.d_in)
     if cfg.architecture == "gated":  # gate path and magnitude path: two products with x_c
         return [(cfg.d_in, cfg.d_sae), (cfg.d_in, cfg.d_sae)]
     assert cfg.architecture in LINEAR_ENCODERS
@@ -61,7 +63,9 @@ def sae_encode_flops(cfg: SAEConfig) -> int:
     ``x_c [1, d_in] @ W_enc [d_in, d_sae]``. Gated: ``4 d_in d_sae``, two such products
     (``x_c @ W_gate`` and ``x_c @ (W_gate * exp(r_mag))``; forming the scaled matrix is
     once per batch, not per sample, and elementwise: ignored). MLP: ``sum_i 2 w_i w_{i+1}``
-    over the widths ``(d_in, *mlp_hidden, d_sae)``, one product per layer. LISTA:
+    over the widths ``(d_in, *mlp_hidden, d_sae)``, one product per layer. MP-SAE:
+    ``2 d_in d_sae`` per pursuit step, ``mp_steps`` (or ``d_in``) of them: an upper bound,
+    as samples stop early (the per-step dot products and updates, ``4 d_in``, ignored). LISTA:
     ``2 d_in d_sae (1 + 2 lista_steps)``, the first affine map and per step the decode
     ``z_t @ W_dec`` and ``r_t @ W_steps[t]``. Ignored: the
     b_dec subtraction, biases, ReLU, top-k / threshold selection.
@@ -102,6 +106,7 @@ def sae_train_step_flops(
     ``saelib.saes.base._Affine``) and of the others when ``apply_b_dec_to_input=False``
     (the input is data), and the Gated SAE's auxiliary reconstruction
     ``ReLU(pi_gate) @ sg(W_dec)`` (``2 d_sae d_in`` forward, the same again backward).
+    MP-SAE: its pursuit's products only select atoms, so they carry no gradient (1x).
     Matryoshka adds its inner prefix reconstructions, built slice by slice:
     ``2 m_{G-1} d_in`` forward per sample (``m_{G-1}`` the largest inner width), 3x with
     the backward.
@@ -120,7 +125,9 @@ def sae_train_step_flops(
     batch_size = check_int("batch_size", batch_size, 1)
     decode = sae_decode_flops(cfg)
     per_sample = 3 * (sae_encode_flops(cfg) + decode)
-    if cfg.architecture in (*AFFINE_ENCODERS, "lista") or not cfg.apply_b_dec_to_input:
+    if cfg.architecture == "mp":  # the pursuit's products pick atoms: no gradient through them
+        per_sample = sae_encode_flops(cfg) + 3 * decode
+    elif cfg.architecture in (*AFFINE_ENCODERS, "lista") or not cfg.apply_b_dec_to_input:
         fan_in, fan_out = encoder_matmuls(cfg)[0]
         n_input_products = 2 if cfg.architecture == "gated" else 1
         per_sample -= n_input_products * 2 * fan_in * fan_out  # no gradient for the data
@@ -131,6 +138,8 @@ def sae_train_step_flops(
         per_sample += 3 * 2 * cfg.matryoshka_widths[-2] * cfg.d_in
     if aux_k:
         per_sample += 3 * decode
+        if cfg.architecture == "mp":  # aux-k ranks by the first step's correlations: their
+            per_sample += 2 * decode  # gradient to W_dec and b_dec, two more products
     per_step = 2 * cfg.d_sae**2 * cfg.d_in if orthogonality else 0
     return batch_size * per_sample + per_step
 

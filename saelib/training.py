@@ -157,10 +157,15 @@ class Trainer:
 
     def __init__(self, sae: SAE, cfg: TrainConfig):
         if sae.needs_unit_decoder and not cfg.normalize_decoder:
+            why = (
+                "a matching-pursuit step is a projection only onto unit-norm atoms"
+                if sae.cfg.architecture == "mp"
+                else "a plain L1 penalty (gated, or sparsity_penalty='l1') lets the decoder "
+                "grow and the penalty vanish (or use sparsity_penalty='l1_dec_norm')"
+            )
             raise ValueError(
-                "TrainConfig.normalize_decoder=False with a plain L1 penalty (gated, or "
-                "sparsity_penalty='l1') lets the decoder grow and the penalty vanish; use "
-                "normalize_decoder=True or sparsity_penalty='l1_dec_norm'"
+                f"TrainConfig.normalize_decoder=False cannot train this "
+                f"{sae.cfg.architecture} SAE: {why}; use normalize_decoder=True"
             )
         self.cfg = cfg
         self.sae = sae.to(cfg.device)

@@ -24,6 +24,13 @@ CONFIGS = {  # name -> SAEConfig keywords; every architecture and the flags that
     "mlp_topk": {"architecture": "mlp", "mlp_hidden": (6,), "mlp_output": "topk", "k": 4},
     "mlp_no_bdec": {"architecture": "mlp", "mlp_hidden": (5,), "apply_b_dec_to_input": False},
     "lista": {"architecture": "lista", "lista_steps": 2},
+    # every sample takes all its steps (no early stop), so the count is exact
+    "mp": {
+        "architecture": "mp",
+        "mp_steps": 3,
+        "mp_residual_threshold": 0.0,
+        "mp_stop_on_repeat": False,
+    },
     "lista_no_bdec": {"architecture": "lista", "lista_steps": 1, "apply_b_dec_to_input": False},
 }
 
@@ -52,6 +59,7 @@ def counted(fn) -> int:
         ("mlp", 2 * (8 * 5 + 5 * 7 + 7 * 24)),  # 486
         ("mlp_topk", 2 * (8 * 6 + 6 * 24)),  # 384
         ("lista", 384 + 2 * (384 + 384)),  # W_enc, then per step z @ W_dec and r @ W_t
+        ("mp", 3 * 384),  # per pursuit step r @ W_dec.T
     ],
 )
 def test_encode_hand_computed(name, expected):

@@ -26,6 +26,7 @@ SETTINGS = {  # architecture: (SAEConfig extras, sparsity coefficient, lr, steps
     "batchtopk": ({"k": 3}, 0.0, 3e-3, 3000),
     "jumprelu": ({"bandwidth": 0.1, "init_threshold": 0.1}, 0.3, 3e-3, 3000),
     "gated": ({}, 1.0, 3e-3, 3000),
+    "mp": ({"mp_steps": 3}, 0.0, 3e-3, 3000),  # three pursuit steps, about 3 active features
     # the deep encoder and the decoder co-adapt more slowly: lower lr, more steps
     "mlp": ({"mlp_hidden": (96,)}, 0.15, 1e-3, 6000),
 }

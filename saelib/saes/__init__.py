@@ -7,6 +7,7 @@ from saelib.saes.jumprelu import JumpReLUSAE
 from saelib.saes.lista import LISTASAE
 from saelib.saes.matryoshka import MatryoshkaSAE
 from saelib.saes.mlp import MLPSAE
+from saelib.saes.mp import MatchingPursuitSAE
 from saelib.saes.relu import ReLUSAE
 from saelib.saes.topk import BatchTopKSAE, TopKSAE
 
@@ -19,6 +20,7 @@ SAE_CLASSES: dict[str, type[SAE]] = {
     "gated": GatedSAE,
     "mlp": MLPSAE,
     "lista": LISTASAE,
+    "mp": MatchingPursuitSAE,
 }
 
 
@@ -44,4 +46,5 @@ __all__ = [
     "GatedSAE",
     "MLPSAE",
     "LISTASAE",
+    "MatchingPursuitSAE",
 ]

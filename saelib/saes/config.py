@@ -15,7 +15,7 @@ from typing import Literal, get_args
 from saelib.validation import check_choice, check_int, check_real
 
 Architecture = Literal[
-    "relu", "topk", "batchtopk", "matryoshka", "jumprelu", "gated", "mlp", "lista"
+    "relu", "topk", "batchtopk", "matryoshka", "jumprelu", "gated", "mlp", "lista", "mp"
 ]
 SparsityPenalty = Literal["l1", "l1_dec_norm", "tanh"]
 MLPOutput = Literal["relu", "topk"]
@@ -36,7 +36,8 @@ class SAEConfig:
     """Number of latents (dictionary atoms)."""
     architecture: Architecture = "relu"
     """One of relu (L1 penalty), topk, batchtopk, matryoshka (BatchTopK with nested prefix
-    losses), jumprelu, gated, mlp (deep encoder), lista (unrolled ISTA encoder)."""
+    losses), jumprelu, gated, mlp (deep encoder), lista (unrolled ISTA encoder), mp (matching
+    pursuit on the decoder's atoms)."""
     k: int | None = None
     """Active latents per sample: required for topk, batchtopk, matryoshka and mlp with
     mlp_output='topk'."""
@@ -59,6 +60,12 @@ class SAEConfig:
     """MLP encoder: output nonlinearity; relu takes sparsity_penalty, topk takes k."""
     lista_steps: int = 2
     """LISTA encoder: unrolled ISTA steps after the first affine map (0: the ReLU encoder)."""
+    mp_steps: int | None = None
+    """MP-SAE: most matching-pursuit steps per sample (None: d_in, as SAELens)."""
+    mp_residual_threshold: float = 0.01
+    """MP-SAE: a sample stops once its residual norm is below this (0: never; SAELens 0.01)."""
+    mp_stop_on_repeat: bool = True
+    """MP-SAE: a sample stops once its support stops changing (as SAELens)."""
     tied: bool = False
     """Encoder weight is the decoder's transpose (linear encoders only)."""
     apply_b_dec_to_input: bool = True
@@ -99,6 +106,18 @@ class SAEConfig:
             check_int("SAEConfig.mlp_hidden entries", width, low=1)
         check_int("SAEConfig.lista_steps", self.lista_steps, low=0)
         self._check_matryoshka_widths()
+        if self.mp_steps is not None:
+            check_int("SAEConfig.mp_steps", self.mp_steps, low=1)
+        check_real("SAEConfig.mp_residual_threshold", self.mp_residual_threshold, low=0)
+        if not isinstance(self.mp_stop_on_repeat, bool):
+            raise ValueError(
+                f"SAEConfig.mp_stop_on_repeat must be True or False, got {self.mp_stop_on_repeat!r}"
+            )
+        if self.architecture == "mp" and not self.apply_b_dec_to_input:
+            raise ValueError(
+                "SAEConfig.apply_b_dec_to_input=False is not supported for architecture='mp' "
+                "(the pursuit runs on x - b_dec); use apply_b_dec_to_input=True"
+            )
         if self.tied and self.architecture not in LINEAR_ENCODERS:
             raise ValueError(
                 f"SAEConfig.tied is only allowed for architectures {list(LINEAR_ENCODERS)}, "
