@@ -16,6 +16,10 @@ How the architectures map (x_c = x - b_dec when apply_b_dec_to_input, z = x_c @ 
     jumprelu   jumprelu   z * (z > threshold),     threshold = exp(log_threshold)
     gated      gated      (x_c @ W_enc + b_gate > 0) * ReLU(x_c @ (W_enc * exp(r_mag)) + b_mag)
     batchtopk  jumprelu   z * (z > t),             t = the inference threshold, repeated [d_sae]
+    matryoshka jumprelu   as batchtopk (its nested losses are training-only)
+    mp         matching_pursuit  pursuit on W_dec's atoms (no W_enc, b_enc); mp_steps,
+                          mp_residual_threshold, mp_stop_on_repeat as max_iterations,
+                          residual_threshold, stop_on_duplicate_support
     mlp        (none)     save_saelens raises ValueError
     lista      (none)     save_saelens raises ValueError
 
@@ -54,8 +58,21 @@ TO_SAELENS = {
     "gated": "gated",
     "batchtopk": "jumprelu",
     "matryoshka": "jumprelu",
+    "mp": "matching_pursuit",
 }
-FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+FROM_SAELENS = {
+    "standard": "relu",
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+    "matching_pursuit": "mp",
+}
+# saelib's MP-SAE settings and SAELens's names for them (the same semantics)
+MP_SETTINGS = {
+    "mp_steps": "max_iterations",
+    "mp_residual_threshold": "residual_threshold",
+    "mp_stop_on_repeat": "stop_on_duplicate_support",
+}
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -104,6 +121,8 @@ def save_saelens(sae: SAE, directory: str | Path, metadata: dict | None = None) 
     }
     if arch == "topk":
         cfg |= {"k": sae.cfg.k, "rescale_acts_by_decoder_norm": False}
+    if arch == "mp":
+        cfg |= {theirs: getattr(sae.cfg, ours) for ours, theirs in MP_SETTINGS.items()}
     files = {
         SAELENS_WEIGHTS_FILE: tensor_bytes(_saelens_tensors(sae)),
         SAELENS_CFG_FILE: json_bytes(cfg, SAELENS_CFG_FILE),
@@ -148,6 +167,7 @@ def load_saelens(directory: str | Path, device: str | torch.device = "cpu") -> S
     if arch == "topk" and raw.get("rescale_acts_by_decoder_norm", False):
         _fold_decoder_norm_(tensors)
     metadata = _saelens_metadata(raw)
+    mp = {ours: raw[theirs] for ours, theirs in MP_SETTINGS.items() if theirs in raw}
     try:
         cfg = SAEConfig(
             d_in=d_in,
@@ -156,6 +176,7 @@ def load_saelens(directory: str | Path, device: str | torch.device = "cpu") -> S
             k=k,
             apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
             metadata=metadata,
+            **(mp if arch == "matching_pursuit" else {}),
         )
     except ValueError as e:
         raise ValueError(f"{cfg_path}: {e}") from e
@@ -165,6 +186,8 @@ def load_saelens(directory: str | Path, device: str | torch.device = "cpu") -> S
 # -- SAELens mapping ----------------------------------------------------------------------
 def _saelens_tensors(sae: SAE) -> dict[str, Tensor]:
     arch = sae.cfg.architecture
+    if arch == "mp":  # the pursuit runs on the decoder's atoms: no encoder weights
+        return {"W_dec": sae.W_dec, "b_dec": sae.b_dec}
     tensors = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}  # W_enc [d_in, d_sae]
     if arch == "gated":  # saelib's (W_enc, b_enc) is the gate path: SAELens's (W_enc, b_gate)
         tensors |= {"b_gate": sae.b_enc, "r_mag": sae.r_mag, "b_mag": sae.b_mag}
@@ -233,6 +256,8 @@ def _saelens_metadata(raw: dict) -> dict:
 
 
 def _saelens_shapes(arch: str, d_in: int, d_sae: int) -> dict[str, tuple[int, ...]]:
+    if arch == "matching_pursuit":
+        return {"W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     if arch == "gated":
         return shapes | {"b_gate": (d_sae,), "r_mag": (d_sae,), "b_mag": (d_sae,)}
@@ -243,6 +268,8 @@ def _saelens_shapes(arch: str, d_in: int, d_sae: int) -> dict[str, tuple[int, ..
 
 
 def _saelib_state(arch: str, t: dict[str, Tensor]) -> dict[str, Tensor]:
+    if arch == "matching_pursuit":
+        return {"W_dec": t["W_dec"], "b_dec": t["b_dec"]}
     state = {"W_enc": t["W_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
     if arch == "gated":
         return state | {"b_enc": t["b_gate"], "r_mag": t["r_mag"], "b_mag": t["b_mag"]}

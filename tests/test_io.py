@@ -13,8 +13,9 @@ from saelib.saes import SAE_CLASSES, GatedSAE, JumpReLUSAE, SAEConfig, make_sae
 
 D_IN, D_SAE, K = 6, 10, 3  # d_in != d_sae, so a transposed matrix cannot pass a shape check
 ALL = list(SAE_CLASSES)
-SAELENS = ["relu", "topk", "jumprelu", "gated"]
-SAELENS_NAME = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+SAELENS = ["relu", "topk", "jumprelu", "gated", "mp"]
+SAELENS_NAME = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated",
+                "mp": "matching_pursuit"}  # fmt: skip
 LINEAR = ["relu", "topk", "batchtopk", "jumprelu", "gated"]
 
 
@@ -150,7 +151,7 @@ def test_batchtopk_without_estimated_threshold_is_refused(tmp_path):
         save_saelens(sae, tmp_path)
 
 
-@pytest.mark.parametrize("arch", SAELENS)
+@pytest.mark.parametrize("arch", [a for a in SAELENS if a != "mp"])  # mp has no encoder
 def test_saelens_tied_sae_loads_untied_with_same_outputs(tmp_path, arch):
     sae = trained_sae(arch, tied=True)
     save_saelens(sae, tmp_path)
@@ -173,6 +174,7 @@ SAELENS_KEYS = {
     "batchtopk": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
     "matryoshka": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
     "gated": {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"},
+    "mp": {"W_dec", "b_dec"},
 }
 
 
@@ -194,8 +196,8 @@ def test_saelens_files_have_saelens_keys_and_layout(tmp_path, arch):
     with safe_open(tmp_path / "sae_weights.safetensors", framework="pt") as f:
         assert set(f.keys()) == SAELENS_KEYS[arch]
         shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}  # noqa: SIM118
-    assert shapes["W_enc"] == [D_IN, D_SAE] and shapes["W_dec"] == [D_SAE, D_IN]
-    assert shapes["b_dec"] == [D_IN]
+    assert shapes.get("W_enc", [D_IN, D_SAE]) == [D_IN, D_SAE]  # mp has no encoder
+    assert shapes["W_dec"] == [D_SAE, D_IN] and shapes["b_dec"] == [D_IN]
     assert all(shapes[n] == [D_SAE] for n in SAELENS_KEYS[arch] - {"W_enc", "W_dec", "b_dec"})
 
 
@@ -214,7 +216,7 @@ def saelens_encode(arch: str, t: dict, x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.relu(z) * (z > t["threshold"].relu())  # jumprelu
 
 
-@pytest.mark.parametrize("arch", list(SAELENS_KEYS))
+@pytest.mark.parametrize("arch", [a for a in SAELENS_KEYS if a != "mp"])  # mp: tests/test_mp.py
 def test_saelens_formulas_on_raw_tensors_match_saelib(tmp_path, arch):
     sae = trained_sae(arch)
     save_saelens(sae, tmp_path)
@@ -372,3 +374,20 @@ def test_gated_mapping_names_gate_bias(tmp_path):
     assert torch.equal(t["b_mag"], sae.b_mag.detach())
     assert torch.equal(t["r_mag"], sae.r_mag.detach())
     assert torch.equal(t["W_enc"], sae.W_enc.detach())
+
+
+def test_saelens_mp_settings_round_trip(tmp_path):
+    """The pursuit's settings travel under SAELens's names (checked against a folder that
+    SAELens 6.54 itself wrote: matching_pursuit, W_dec and b_dec only, these three keys)."""
+    cfg = SAEConfig(D_IN, D_SAE, "mp", mp_steps=5, mp_residual_threshold=0.25,
+                    mp_stop_on_repeat=False)  # fmt: skip
+    save_saelens(make_sae(cfg), tmp_path)
+    raw = json.loads((tmp_path / "cfg.json").read_text())
+    assert (raw["max_iterations"], raw["residual_threshold"]) == (5, 0.25)
+    assert raw["stop_on_duplicate_support"] is False
+    loaded = load_saelens(tmp_path)
+    assert (loaded.cfg.mp_steps, loaded.cfg.mp_residual_threshold) == (5, 0.25)
+    assert loaded.cfg.mp_stop_on_repeat is False
+    raw.pop("max_iterations")  # SAELens's default: None, i.e. d_in steps
+    (tmp_path / "cfg.json").write_text(json.dumps(raw))
+    assert load_saelens(tmp_path).max_steps == D_IN
