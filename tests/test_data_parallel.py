@@ -1,7 +1,8 @@
 """Data-parallel training (2 gloo processes on CPU) against one process on the same batches.
 
-Every test here starts two processes (``run_local``): a few seconds each, mostly the
-import of torch in each child; several configurations share one launch.
+Every test here starts two processes (``run_local``, or torchrun): about 10 s a launch on
+a loaded 2-core machine, mostly the import of torch in each child; several configurations
+share one launch. Marked ``distributed`` (``make distributed``).
 """
 
 import os
@@ -15,6 +16,8 @@ from saelib.data_parallel import DataParallelTrainer
 from saelib.distributed import run_local
 from saelib.saes import SAEConfig, make_sae
 from saelib.training import TrainConfig, Trainer
+
+pytestmark = pytest.mark.distributed
 
 # Tolerances, fixed before the first run. Both runs take the same steps on the same
 # batches; they differ only in the order of float additions (the gradient of a batch
@@ -165,3 +168,60 @@ def test_trainer_needs_a_process_group():
     sae = make_sae(SAEConfig(d_in=8, d_sae=32, architecture="topk", k=3))
     with pytest.raises(RuntimeError, match="needs a torch.distributed process group"):
         DataParallelTrainer(sae, TrainConfig(n_steps=1, progress=False))
+
+
+def test_torchrun_kill_then_resume_equals_one_process(tmp_path, one_thread):
+    """Under torchrun: rank 1 is killed at step 12, the launch fails naming it; the same
+    command resumes from rank 0's step-10 checkpoint and ends at the one-process weights."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from saelib.checkpoint import load_newest
+    from saelib.data import write_shards
+    from saelib.lm import launch
+
+    shards = write_shards(_data("float32"), tmp_path / "shards", rows_per_shard=128)
+    config = {
+        "sae": SAEConfig(d_in=8, d_sae=32, architecture="batchtopk", k=3, seed=1).to_dict(),
+        "train": dict(n_steps=20, lr=1e-2, progress=False, checkpoint_every=5),
+        "data": {"shards": [str(p) for p in shards]},
+        "batch_size": 32,
+        "seed": 3,
+    }
+    config["train"]["checkpoint_dir"] = str(tmp_path / "dist")
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    torchrun += ["--nproc_per_node", "2", "--max-restarts", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    here = Path(__file__).parent
+    dying = subprocess.run(
+        [*torchrun, str(here / "torchrun_dying.py"), str(path), "12"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert dying.returncode != 0
+    assert "local_rank: 1" in dying.stderr and "Signal 9" in dying.stderr, dying.stderr[-2000:]
+    assert load_newest(tmp_path / "dist")[2]["step"] == 10
+    resumed = subprocess.run(
+        [*torchrun, "-m", "saelib.lm.launch", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == 20
+    config["train"]["checkpoint_dir"] = str(tmp_path / "single")
+    single = launch.run(config)
+    _, tensors, meta = load_newest(tmp_path / "dist")
+    assert meta["step"] == 20
+    for key, value in single.sae.state_dict().items():
+        np.testing.assert_allclose(tensors["sae"][key], value, rtol=0, atol=ATOL["float32"])
+    np.testing.assert_array_equal(
+        tensors["trainer"]["tokens_since_fired"], single.tokens_since_fired
+    )
