@@ -108,6 +108,7 @@ def main() -> None:
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": memory_gib(),
         "torch": torch.__version__,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     print(json.dumps(result, indent=1))
     if args.quick:
@@ -128,10 +129,15 @@ def markdown(result: dict) -> str:
     def row(label: str, key: str) -> str:
         return f"| {label} | {best[key]:.2f} | {', '.join(f'{t:.2f}' for t in times[key])} |"
 
-    return f"""`.venv/bin/python benchmarks/one_pass_sweep.py` (defaults). {n} TopK SAEs (k 32,
+    flags = " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in cfg.items()
+    )
+    env = f"OMP_WAIT_POLICY={result['omp_wait_policy']} " if result.get("omp_wait_policy") else ""
+    return f"""`{env}.venv/bin/python benchmarks/one_pass_sweep.py {flags}`: {n} TopK SAEs (k 32,
 widths {", ".join(map(str, cfg["widths"]))}) on d_in {cfg["d_in"]}, {cfg["steps"]} steps of
 batch {cfg["batch"]}, from a float32 cache of {cfg["rows"]} rows in shards of
-{cfg["rows_per_shard"]} (sha256 verified at every read); {cfg["threads"]} torch threads for
+{cfg["rows_per_shard"]} (sha256 verified at every read); torch threads: {cfg["threads"]} in
 both modes. Minimum of {cfg["repeats"]} alternating runs after a warm-up. Machine:
 {result["cpu"]}, {result["cores"]} cores, {result["memory_gib"]} GiB, torch {result["torch"]};
 1-minute load average {before:.1f} before, {after:.1f} after (other jobs shared the machine).
@@ -145,8 +151,9 @@ both modes. Minimum of {cfg["repeats"]} alternating runs after a warm-up. Machin
 Speed-up of one pass over sequential: **{result["speedup"]:.2f}x** ({gained:.2f} s). The
 SAEs' own steps are the same work in both modes; what one pass removes is the stream for
 every SAE but the first: {n - 1} x {best["data"]:.2f} s = {saved:.2f} s here, i.e.
-{saved / best["sequential"]:.0%} of the sequential time. A difference beyond that comes
-from elsewhere (the machine's load, per-fit overheads) and is not a property of one pass.
+{saved / best["sequential"]:.0%} of the sequential time. Any difference beyond that is not
+explained by the stream's cost, and this benchmark does not isolate its cause (per-fit
+set-up, caches, the other jobs on the machine).
 """
 
 
