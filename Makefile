@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 HTML := _build/html
 
-.PHONY: setup browser test lint unit seeds nbval html check-html book chapter lock clean
+.PHONY: setup browser test lint unit distributed seeds nbval html check-html book chapter lock clean
 
 setup: $(VENV)/.installed
 
@@ -41,7 +41,11 @@ lint: setup
 	$(BIN)/ruff format --check saelib tests scripts benchmarks
 
 unit: setup
-	$(BIN)/python -m pytest tests --ignore=tests/book -m "not chapter"
+	$(BIN)/python -m pytest tests --ignore=tests/book -m "not chapter and not distributed"
+
+# Training and harvesting on torch.distributed: 2 gloo processes, and torchrun (a few minutes).
+distributed: setup
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -m distributed tests
 
 # Re-execute the committed chapters; compare the cells marked NBVAL_CHECK_OUTPUT.
 nbval: setup
@@ -59,7 +63,7 @@ html: setup
 check-html: setup browser html
 	$(BIN)/python -m pytest tests/book
 
-test: lint unit seeds nbval check-html
+test: lint unit distributed seeds nbval check-html
 
 book: setup
 	$(BIN)/python scripts/chapters.py book --preset ci

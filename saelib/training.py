@@ -210,7 +210,9 @@ class Trainer:
                 )
             self._initialise(x)
             stream = itertools.chain([first], stream)
-        bar = progress_bar(cfg.progress, total=cfg.n_steps, initial=self.step, desc="train")
+        bar = progress_bar(
+            cfg.progress and self.is_main, total=cfg.n_steps, initial=self.step, desc="train"
+        )
         try:
             with sigint_deferred() as interrupted:
                 while self.step < cfg.n_steps:
@@ -229,7 +231,7 @@ class Trainer:
                     if interrupted():  # Ctrl-C lands between steps, never inside one
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if cfg.checkpoint_dir:
+            if cfg.checkpoint_dir and self.save_on_interrupt:
                 self.save_checkpoint(cfg.checkpoint_dir)
             raise
         finally:
@@ -263,6 +265,8 @@ class Trainer:
     def train_step(self, x: Tensor) -> dict | None:
         """One optimizer step on ``x [batch, d_in]``; returns a log record every log_every."""
         cfg, sae = self.cfg, self.sae
+        n_rows = x.shape[0]  # the global batch (a data-parallel rank trains on its slice)
+        x = self._local(x)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
         lam = cfg.sparsity_coeff_at(self.step)
@@ -281,6 +285,7 @@ class Trainer:
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        total = self._reduce_gradients(total)
         if not self._finite(total):
             return self._nonfinite(x, total, lam)
         if cfg.normalize_decoder:
@@ -290,20 +295,45 @@ class Trainer:
             sae.normalize_decoder_()
         sae.update_statistics(out)
 
-        self.tokens_since_fired.add_(x.shape[0]).masked_fill_(out.fired(), 0)
-        self.tokens_seen += x.shape[0]
+        fired = self._reduce_fired(out.fired())
+        self.tokens_since_fired.add_(n_rows).masked_fill_(fired, 0)
+        self.tokens_seen += n_rows
         self.step += 1
         if self.step % cfg.log_every and self.step != cfg.n_steps:
             return None
         record = {"step": self.step, "lr": cfg.lr_at(self.step - 1), "sparsity_coeff": lam}
-        record.update({name: float(v.detach()) for name, v in terms.items()})
+        values = torch.stack([v.detach().double() for v in (*terms.values(), out.l0())])
+        values = self._reduce_log(values).tolist()
+        record.update(zip(terms, values[:-1], strict=True))
         record["loss"] = float(total.detach())
-        record["l0"] = float(out.l0())
+        record["l0"] = values[-1]
         record["dead_fraction"] = float(dead.float().mean())
         if cfg.on_nonfinite == "skip":
             record["skipped"] = self.skipped
         self.history.append(record)
         return record
+
+    # -- hooks a data-parallel trainer overrides (saelib.distributed) ------------------
+    is_main = True
+    """Whether this process writes checkpoints and shows progress (rank 0)."""
+    save_on_interrupt = True
+    """Save a checkpoint on Ctrl-C (between steps)."""
+
+    def _local(self, x: Tensor) -> Tensor:
+        """The rows of the global batch ``x`` this process trains on: all of them."""
+        return x
+
+    def _reduce_gradients(self, total: Tensor) -> Tensor:
+        """Combine the gradients (and loss) of the processes sharing a batch: nothing here."""
+        return total
+
+    def _reduce_fired(self, fired: Tensor) -> Tensor:
+        """``[d_sae]`` bool: latents that fired anywhere in the global batch."""
+        return fired
+
+    def _reduce_log(self, values: Tensor) -> Tensor:
+        """Logged per-batch means (loss terms, L0) over the global batch."""
+        return values
 
     def _finite(self, total: Tensor) -> bool:
         """Whether the loss and every gradient are finite: one host sync per step.

@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from saelib import distributed as _dist
 from saelib.data import ShardedBatches, read_shard
 from saelib.files import atomic_path, sha256_bytes, sha256_file, write_text_atomic
 from saelib.lm.model import LanguageModel, hook_layer
@@ -130,6 +131,7 @@ def harvest(
     dtype: str = "float32",
     skip_first: int = 0,
     progress: bool = True,
+    sharded: bool = False,
 ) -> ActivationCache:
     """Run ``lm`` over ``tokens [n_seq, n_ctx]`` and cache the activations at ``hooks``.
 
@@ -138,6 +140,13 @@ def harvest(
     sequence are left out (e.g. a BOS or attention-sink token). A complete cache with the
     same settings is returned as is; a partial one is resumed; one made with other
     settings raises ``ValueError``. ``directory`` defaults to :func:`default_directory`.
+
+    ``sharded``: every rank of the running torch.distributed group (torchrun) calls this
+    with the same arguments and a directory they all see; in each round of N shards, rank
+    ``r`` computes shard ``round * N + r`` and writes its files, then rank 0 appends the
+    round's entries (gathered from every rank) to the one manifest. The cache is the one a
+    single process writes, file for file; an interrupted harvest resumes at the first
+    round not in the manifest, with any number of ranks.
     """
     manifest = _new_manifest(lm, tokens, hooks, corpus_sha256, rows_per_shard, dtype, skip_first)
     check_int("batch_size", batch_size, low=1)
@@ -147,31 +156,48 @@ def harvest(
         directory = default_directory(lm.name, hooks, corpus_sha256, **settings)
     directory = Path(directory)
     path = directory / "manifest.json"
+    n_ranks, rank = (_dist.world_size(), _dist.rank()) if sharded else (1, 0)
     if path.is_file():
         manifest = _check_existing(directory, manifest)
         if manifest["complete"]:
             return ActivationCache(directory, manifest)
-    directory.mkdir(parents=True, exist_ok=True)
-    for hook in hooks:
-        (directory / hook).mkdir(exist_ok=True)
-    _write_manifest(path, manifest)
+    if rank == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+        for hook in hooks:
+            (directory / hook).mkdir(exist_ok=True)
+        _write_manifest(path, manifest)
+    if sharded:
+        torch.distributed.barrier()
 
     per, n_seq = manifest["seqs_per_shard"], manifest["n_seq"]
     n_shards = -(-n_seq // per)
     done = len(manifest["shards"][hooks[0]])
-    bar = progress_bar(progress, total=n_seq, initial=done * per, desc="harvest", unit="seq")
+    bar = progress_bar(
+        progress and rank == 0, total=n_seq, initial=done * per, desc="harvest", unit="seq"
+    )
     stop = max(hook_layer(h) for h in hooks) + 1
     try:
-        for i in range(done, n_shards):
-            chunk = tokens[i * per : (i + 1) * per]
-            acts = _forward(lm, chunk, hooks, stop, batch_size, skip_first, DTYPES[dtype], bar)
-            for hook in hooks:
-                _check_finite(acts[hook], hook, i, manifest)
-            for hook in hooks:
-                _write_shard(directory, manifest, hook, i, acts[hook])
-            manifest["n_tokens"] += acts[hooks[0]].shape[0]
-            manifest["complete"] = i == n_shards - 1
-            _write_manifest(path, manifest)  # after the shards: it never names a missing one
+        for start in range(done, n_shards, n_ranks):
+            i, entries = start + rank, None
+            if i < n_shards:
+                chunk = tokens[i * per : (i + 1) * per]
+                acts = _forward(lm, chunk, hooks, stop, batch_size, skip_first, DTYPES[dtype], bar)
+                for hook in hooks:
+                    _check_finite(acts[hook], hook, i, manifest)
+                entries = {hook: _write_shard(directory, hook, i, acts[hook]) for hook in hooks}
+            gathered = [entries]
+            if sharded:  # every rank's entries, in rank order: shard order
+                gathered = [None] * n_ranks
+                torch.distributed.all_gather_object(gathered, entries)
+            for found in filter(None, gathered):
+                for hook in hooks:
+                    manifest["shards"][hook].append(found[hook])
+                manifest["n_tokens"] += found[hooks[0]]["rows"]
+            manifest["complete"] = start + n_ranks >= n_shards
+            if rank == 0:  # after the shards: it never names a missing one
+                _write_manifest(path, manifest)
+        if sharded:
+            torch.distributed.barrier()  # the manifest is complete when any rank returns
     finally:
         bar.close()
     return ActivationCache(directory, manifest)
@@ -214,12 +240,12 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     write_text_atomic(path, json.dumps(manifest, indent=1))  # the old one or the new one
 
 
-def _write_shard(directory: Path, manifest: dict, hook: str, i: int, x: Tensor) -> None:
+def _write_shard(directory: Path, hook: str, i: int, x: Tensor) -> dict:
+    """Write shard ``i`` of ``hook``; returns its manifest entry (file, rows, sha256)."""
     name = f"{hook}/shard_{i:05d}.safetensors"
     with atomic_path(directory / name) as tmp:
         save_file({"activations": x.contiguous()}, tmp)
-    entry = {"file": name, "rows": x.shape[0], "sha256": sha256_file(directory / name)}
-    manifest["shards"][hook].append(entry)
+    return {"file": name, "rows": x.shape[0], "sha256": sha256_file(directory / name)}
 
 
 def _new_manifest(lm, tokens, hooks, corpus_sha256, rows_per_shard, dtype, skip_first) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from saelib import losses
+from saelib import distributed, losses
 from saelib.saes import sparse
 from saelib.saes.base import LinearEncoderSAE, LossOutput, SAEOutput, _Affine
 from saelib.saes.config import SAEConfig
@@ -153,14 +153,24 @@ class BatchTopKSAE(TopKSAE):
         super().__init__(cfg)
         # Inference threshold; negative means "not estimated yet".
         self.register_buffer("threshold", torch.tensor(-1.0))
+        self.batch_group = None
+        """Process group whose ranks hold slices of one training batch (set by
+        ``saelib.distributed.DataParallelTrainer``): the ``k * batch`` largest are then
+        chosen over the global batch, and the threshold is its smallest kept value."""
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         pre = self.linear_pre_acts(x)
+        if self.training and self.batch_group is not None:
+            rows, cols = self._entries(pre)
+            f = torch.zeros_like(pre).index_put((rows, cols), pre[rows, cols].relu())
+            return f, pre
         if self.training or self.threshold < 0:
             return batch_topk_activation(pre, self.cfg.k), pre
         return pre * (pre > self.threshold), pre
 
     def _entries(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        if self.batch_group is not None:
+            return distributed.global_batch_topk_entries(pre, self.cfg.k, self.batch_group)
         return sparse.batch_topk_entries(pre, self.cfg.k)
 
     def sparse_forward(self, x: Tensor) -> SAEOutput:
@@ -176,6 +186,8 @@ class BatchTopKSAE(TopKSAE):
         """
         kept = out.f if out.codes is None else out.codes.vals
         smallest = kept.masked_fill(kept <= 0, float("inf")).min()
+        if self.batch_group is not None:  # the smallest kept over the global batch
+            torch.distributed.all_reduce(smallest, torch.distributed.ReduceOp.MIN, self.batch_group)
         m = self.cfg.threshold_momentum
         moved = self.threshold * m + (1 - m) * smallest
         new = torch.where(self.threshold < 0, smallest, moved)
