@@ -181,3 +181,24 @@ def test_cached_features_equal_fresh_ones_and_refuse_damage(tiny_lm, tmp_path):
     (folders[1] / "manifest.json").write_text(json.dumps(manifest | {"max_tokens": 9}))
     with pytest.raises(ValueError, match=r"manifest differs from the request in \['max_tokens'\]"):
         cached_features(lm, texts, sites, {hooks[1]: sae}, 8, tmp_path, progress=False)
+
+
+def test_dense_val_scores_take_each_layers_best_pooling_in_layer_order():
+    y = np.array([0, 1, 1])
+    rows = []
+    for task in ("a", "b"):
+        for layer in (5, 1):  # out of order on purpose
+            for pooling, val in (("last", 0.6), ("mean", 0.7 if layer == 5 else 0.5)):
+                scores = np.array([layer, 10 * (pooling == "mean"), 0.0])
+                rows.append(_row(task, layer, pooling, "dense", val, val)
+                            | {"val_scores": scores, "val_labels": y})  # fmt: skip
+            rows.append(_row(task, layer, "mean", "sae_k1", 0.99, 0.99)
+                        | {"val_scores": np.full(3, -1.0), "val_labels": y})  # fmt: skip
+    labels, scores = S.dense_val_scores(pd.DataFrame(rows), ["b", "a"])
+    assert len(labels) == 2 and labels[0].tolist() == [0, 1, 1]
+    # layer 1: "last" (0.6 > 0.5); layer 5: "mean" (0.7 > 0.6); rows in layer order
+    np.testing.assert_array_equal(scores[0], [[1, 0, 0], [5, 10, 0]])
+    with pytest.raises(ValueError, match="val_scores"):
+        S.dense_val_scores(pd.DataFrame(rows).drop(columns="val_scores"), ["a"])
+    with pytest.raises(ValueError, match="tasks must be a task of the table"):
+        S.dense_val_scores(pd.DataFrame(rows), ["c"])

@@ -213,8 +213,8 @@ def probe_task(
 
     ``x [n, d_in]`` activations, ``f [n, d_sae]`` SAE codes of the same rows (optional),
     ``split`` = ``(train, val, test)`` indices (default: :func:`group_split` with ``seed``).
-    ``scores=True`` adds each probe's decision scores on the validation rows
-    (``val_scores [n_val]``, in the order of ``split[1]``).
+    ``scores=True`` adds each probe's decision scores on the validation rows and their
+    labels (``val_scores``, ``val_labels`` ``[n_val]``, in the order of ``split[1]``).
     """
     x = _array(x, "x", 2)
     y = _labels(y, len(x))
@@ -236,7 +236,9 @@ def probe_task(
             "test_auc": ev["auc"],
             "test_accuracy": ev["accuracy"],
         }
-        rows.append(row | ({"val_scores": fit.scores(data[val])} if scores else {}))
+        if scores:
+            row |= {"val_scores": fit.scores(data[val]), "val_labels": y[val]}
+        rows.append(row)
     return rows
 
 

@@ -86,6 +86,23 @@ def _auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     return (ranks[:, pos].sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
+def dense_val_scores(table: pd.DataFrame, tasks: Sequence[str]) -> tuple[list, list]:
+    """``(labels, scores)`` for :func:`layer_null`: per task, the validation labels and, at
+    every layer (ascending), the scores of the dense probe's validation-best pooling.
+    ``table``: rows of ``probe_layers(..., scores=True)``."""
+    require("val_scores" in table, "table (columns)", list(table.columns),
+            "with val_scores (probe_layers(..., scores=True))")  # fmt: skip
+    dense = table[table["method"] == "dense"].sort_values("val_auc", ascending=False, kind="stable")
+    best = dense.groupby(["task", "layer"]).head(1).sort_values("layer", kind="stable")
+    labels, scores = [], []
+    for task in tasks:
+        rows = best[best["task"] == task]
+        require(len(rows) > 0, "tasks", task, "a task of the table")
+        labels.append(np.asarray(rows["val_labels"].iloc[0]))
+        scores.append(np.stack(rows["val_scores"].to_list()))
+    return labels, scores
+
+
 @dataclass
 class LayerNull:
     """The result of :func:`layer_null`."""
