@@ -52,6 +52,7 @@ __all__ = [
     "CONFIDENCE",
     "VERDICTS",
     "Claim",
+    "Interval",
     "chosen_on_other_seeds",
     "claims_table",
     "glue_values",
@@ -163,11 +164,25 @@ def verdict(claim: Claim, low: float, high: float) -> str:
     return "supported" if above else "contradicted" if below else "inconclusive"
 
 
-def verdicts(claims: Sequence[Claim], effects: Mapping[str, Sequence[float]]) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Interval:
+    """An effect whose interval is not a t interval over units (e.g. a bootstrap test):
+    given to :func:`verdicts` in place of the per-seed effects."""
+
+    effect: float
+    low: float
+    high: float
+    n: int
+
+
+def verdicts(
+    claims: Sequence[Claim], effects: Mapping[str, Sequence[float] | Interval]
+) -> pd.DataFrame:
     """One row per claim: effect (mean over seeds), low, high (95% t interval), n, verdict.
 
     ``effects`` maps every claim id to its per-seed effects (NaN where a seed could not
-    measure it: it is left out of ``n``). A claim without effects, or effects for an
+    measure it: it is left out of ``n``), or to an :class:`Interval` computed otherwise
+    (the claim's ``comparison`` says how). A claim without effects, or effects for an
     undeclared claim, is an error: the chapter and its declarations disagree.
     """
     ids = [c.id for c in claims]
@@ -176,7 +191,11 @@ def verdicts(claims: Sequence[Claim], effects: Mapping[str, Sequence[float]]) ->
     require(not undeclared, "effects", undeclared, "only for declared claims")
     rows = []
     for claim in claims:
-        mean, low, high, n = interval(effects[claim.id])
+        given = effects[claim.id]
+        if isinstance(given, Interval):
+            mean, low, high, n = given.effect, given.low, given.high, given.n
+        else:
+            mean, low, high, n = interval(given)
         rows.append({"id": claim.id, "verdict": verdict(claim, low, high), "effect": mean,
                      "low": low, "high": high, "n": n, "counts if": claim.counts_if})  # fmt: skip
     return pd.DataFrame(rows).set_index("id")

@@ -19,7 +19,13 @@ spec = importlib.util.spec_from_file_location("chapters", ROOT / "scripts" / "ch
 chapters = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(chapters)
 
-CHAPTERS = ["01_sae_zoo", "02_amortisation_gap", "03_toy_composition", "04_correlated_features"]
+CHAPTERS = [
+    "01_sae_zoo",
+    "02_amortisation_gap",
+    "03_toy_composition",
+    "04_correlated_features",
+    "06_probing",
+]
 
 
 def checked_output(notebook: Path) -> str:

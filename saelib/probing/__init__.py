@@ -4,7 +4,10 @@
 ``pooling``: which tokens of a text count at an SAE's site, and last or mean of them.
 ``layers``: pooled features at many layers of a language model, the probes on them.
 ``protocols``: fixed vs per-task layer, with and without SAE probes; their summaries.
-``findings``: the figures the probing chapter quotes.
+``cache``: pooled features on disk, computed once and verified (sha256) on every load.
+``selection``: which tasks count (group counts, chance / ceiling flags) and the bootstrap
+null of the best layers.
+``findings``: the probing chapter's claims measured, one effect per task.
 ``tasks``: binary probing tasks built offline from real text.
 """
 

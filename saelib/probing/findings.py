@@ -1,75 +1,83 @@
-"""The numbers the probing chapter's Findings quote and check, from its tables.
+"""The probing chapter's claims, measured: one effect per task (see its schema's claims).
 
-    figures = key_figures(summary, q, best_layer, best_auc, scarce_summary, by_method, fvu)
+    effects = claim_effects(table, fixed, scarce, kept, null)   # claim id -> effects per task
+    curves = scarce_curves(scarce, kept)                         # [task, n_train, arm]
 
-Plain Python ints and floats (``myst_nb.glue`` formats them), in the order the text uses.
+``table``: rows of :func:`saelib.probing.layers.probe_layers` with
+:func:`~saelib.probing.protocols.with_family`; ``scarce``: rows of ``scarce_probes`` at the
+fixed layer; ``kept``: the tasks that count (neither flagged nor dropped); ``null``: the
+:class:`~saelib.probing.selection.LayerNull` of ``best_layer_differs``.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
+
 import pandas as pd
 
-from saelib.probing.protocols import PROTOCOLS
+from saelib.claims import Interval
+from saelib.probing.protocols import best_rows, is_sae, protocol_auc, quivers
+from saelib.probing.selection import LayerNull
+from saelib.validation import require
 
 
-def _plain(value) -> int | float:
-    return int(value) if isinstance(value, (int, np.integer)) else float(value)
+def family_auc(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Test AUC of each family's validation-best row per group of ``by`` (which must hold
+    ``task`` and ``family``): rows tasks, columns families."""
+    best = best_rows(table, list(by))
+    return best.pivot_table(index="task", columns="family", values="test_auc")
 
 
-def key_figures(
-    summary: pd.DataFrame,
-    q: pd.DataFrame,
-    best_layer: pd.DataFrame,
-    best_auc: pd.DataFrame,
-    scarce_summary: pd.DataFrame,
-    by_method: pd.DataFrame,
-    fvu: pd.Series,
-) -> dict[str, int | float]:
-    """The Findings' figures from the chapter's tables.
+def scarce_curves(scarce: pd.DataFrame, kept: Sequence[str]) -> pd.DataFrame:
+    """Per task, training size and draw, the test AUC of ``dense``, of the validation-best
+    SAE probe (``sae``) and of the quiver with the SAE probes among its candidates
+    (``quiver``); rows of ``scarce_probes`` at one layer and pooling."""
+    rows = scarce[scarce["task"].isin(list(kept))]
+    require(rows["layer"].nunique() == 1, "scarce (layers)", sorted(rows["layer"].unique()),
+            "one layer (the fixed one)")  # fmt: skip
+    out = []
+    for (task, n, draw), g in rows.groupby(["task", "n_train", "draw"], sort=False):
+        dense = g[g["method"] == "dense"].iloc[0]
+        sae = g[is_sae(g["method"])]
+        best_sae = sae.loc[sae["val_auc"].idxmax()]
+        both = pd.concat([g[g["method"] == "dense"], sae])
+        quiver = both.loc[both["val_auc"].idxmax()]  # dense first: it wins ties
+        out.append({"task": task, "n_train": n, "draw": draw, "dense": dense["test_auc"],
+                    "sae": best_sae["test_auc"], "quiver": quiver["test_auc"]})  # fmt: skip
+    return pd.DataFrame(out)
 
-    ``summary`` and ``q``: :func:`~saelib.probing.protocols.protocol_summary` and
-    ``quivers``; ``best_layer``/``best_auc``: ``peaks``; ``scarce_summary``/``by_method``:
-    ``scarce_quivers``; ``fvu``: the SAEs' FVU per layer.
-    """
-    auc_with, auc_without = "mean test AUC, with SAE", "mean test AUC, without SAE"
-    full = summary[auc_with] - summary[auc_without]
-    val_means = q[q["candidates"] == "without SAE"].groupby("protocol")["val_auc"].mean()
-    scarce_n = scarce_summary.index.min()
-    small = scarce_summary.loc[scarce_n]
-    chosen = summary["tasks where SAE probe chosen"]
-    scarce_gain = max(
-        (scarce_summary[(p, "with SAE")] - scarce_summary[(p, "without SAE")]).max()
-        for p in PROTOCOLS
-    )
-    figures = {
-        "n_best_layers": int(best_layer["dense"].nunique()),
-        "fixed_without": summary.loc["fixed layer", auc_without],
-        "fixed_with": summary.loc["fixed layer", auc_with],
-        "per_task_without": summary.loc["per-task layer", auc_without],
-        "per_task_with": summary.loc["per-task layer", auc_with],
-        "gain_fixed": full["fixed layer"],
-        "gain_per_task": full["per-task layer"],
-        "sae_chosen_fixed": int(chosen["fixed layer"]),
-        "sae_chosen_per_task": int(chosen["per-task layer"]),
-        "layer_gain": summary.loc["per-task layer", auc_without]
-        - summary.loc["fixed layer", auc_without],
-        "layer_val_gain": val_means["per-task layer"] - val_means["fixed layer"],
-        "scarce_n": int(scarce_n),
-        "scarce_fixed_without": small[("fixed layer", "without SAE")],
-        "scarce_fixed_with": small[("fixed layer", "with SAE")],
-        "scarce_per_task_without": small[("per-task layer", "without SAE")],
-        "scarce_per_task_with": small[("per-task layer", "with SAE")],
-        "improved_fixed": int(summary.loc["fixed layer", "tasks improved"]),
-        "worsened_fixed": int(summary.loc["fixed layer", "tasks worsened"]),
-        "scarce_gain_max": scarce_gain,
-        "scarce_dense_lead_min": (
-            by_method["dense"] - by_method.drop(columns="dense").max(axis=1)
-        ).min(),
-        "sae_below_dense": int((best_auc["sae (best k)"] < best_auc["dense"]).sum()),
-        "dense_layer_min": int(best_layer["dense"].min()),
-        "dense_layer_max": int(best_layer["dense"].max()),
-        "sae_fvu_max": fvu.max(),
-        "sae_fvu_min": fvu.min(),
+
+def claim_effects(
+    table: pd.DataFrame,
+    fixed: int,
+    scarce: pd.DataFrame,
+    kept: Sequence[str],
+    null: LayerNull,
+) -> dict[str, object]:
+    """Every claim of ``06_probing``'s schema: per-task effects (a list over ``kept``, in
+    order) or, for ``best_layer_differs``, the null test's :class:`Interval`."""
+    kept = list(kept)
+    require(len(kept) >= 2, "kept (tasks)", kept, "at least two tasks")
+    rows = table[table["task"].isin(kept)]
+    at_fixed = family_auc(rows[rows["layer"] == fixed], ["task", "family"]).loc[kept]
+    own = family_auc(rows, ["task", "family"]).loc[kept]
+    wide = protocol_auc(quivers(rows, fixed), kept)
+    curves = scarce_curves(scarce, kept)
+    small = curves[curves["n_train"] == curves["n_train"].min()]
+    small = small.groupby("task")[["dense", "sae", "quiver"]].mean().loc[kept]
+    low, high = null.interval()
+    effects = {
+        "sae_beats_dense_fixed": at_fixed["sae (best k)"] - at_fixed["dense"],
+        "sae_beats_dense_per_task": own["sae (best k)"] - own["dense"],
+        "quiver_sae_helps_fixed": wide[("fixed layer", "with SAE")]
+        - wide[("fixed layer", "without SAE")],
+        "quiver_sae_helps_per_task": wide[("per-task layer", "with SAE")]
+        - wide[("per-task layer", "without SAE")],
+        "per_task_layer_pays": wide[("per-task layer", "without SAE")]
+        - wide[("fixed layer", "without SAE")],
+        "scarce_sae_helps": small["quiver"] - small["dense"],
+        "scarce_sae_beats_dense": small["sae"] - small["dense"],
     }
-    return {name: _plain(value) for name, value in figures.items()}
+    out: dict[str, object] = {k: [float(v) for v in e.to_numpy()] for k, e in effects.items()}
+    out["best_layer_differs"] = Interval(null.excess, low, high, len(null.null))
+    return out

@@ -127,13 +127,14 @@ def probe_layers(
     n_components: int = 32,
     seed: int = 0,
     progress: bool = True,
+    scores: bool = False,
 ) -> pd.DataFrame:
     """Every method of :func:`saelib.probing.probes.probe_task` on every task, hook and pooling.
 
     ``tasks``: objects with ``name``, ``texts``, ``labels``, ``groups`` (``ProbingTask``);
     ``text_index`` maps a text to its row in ``features``. One group-wise split per task
     (seeded), shared by all hooks, poolings and methods. Rows: task, hook, layer, pooling,
-    method, C, val_auc, test_auc, test_accuracy.
+    method, C, val_auc, test_auc, test_accuracy (and ``val_scores`` with ``scores``).
     """
     rows = []
     bar = progress_bar(progress, total=len(tasks) * len(features), desc="probes", unit="fit")
@@ -143,7 +144,16 @@ def probe_layers(
         for (hook, pooling), feats in features.items():
             f = feats["f"][idx] if "f" in feats else None
             fits = probe_task(
-                feats["x"][idx], task.labels, task.groups, f, split, n_components, ks, Cs, seed
+                feats["x"][idx],
+                task.labels,
+                task.groups,
+                f,
+                split,
+                n_components,
+                ks,
+                Cs,
+                seed,
+                scores,
             )
             where = {"task": task.name, "hook": hook, "layer": hook_layer(hook)}
             rows += [where | {"pooling": pooling} | r for r in fits]

@@ -207,11 +207,14 @@ def probe_task(
     ks=DEFAULT_KS,
     Cs=DEFAULT_CS,
     seed: int = 0,
+    scores: bool = False,
 ) -> list[dict]:
     """Every method on one task: rows ``{"method", "C", "val_auc", "test_auc", "test_accuracy"}``.
 
     ``x [n, d_in]`` activations, ``f [n, d_sae]`` SAE codes of the same rows (optional),
     ``split`` = ``(train, val, test)`` indices (default: :func:`group_split` with ``seed``).
+    ``scores=True`` adds each probe's decision scores on the validation rows and their
+    labels (``val_scores``, ``val_labels`` ``[n_val]``, in the order of ``split[1]``).
     """
     x = _array(x, "x", 2)
     y = _labels(y, len(x))
@@ -226,15 +229,16 @@ def probe_task(
     rows = []
     for fit, data in fits:
         ev = fit.evaluate(data[test], y[test])
-        rows.append(
-            {
-                "method": fit.method,
-                "C": fit.C,
-                "val_auc": fit.val_auc,
-                "test_auc": ev["auc"],
-                "test_accuracy": ev["accuracy"],
-            }
-        )
+        row = {
+            "method": fit.method,
+            "C": fit.C,
+            "val_auc": fit.val_auc,
+            "test_auc": ev["auc"],
+            "test_accuracy": ev["accuracy"],
+        }
+        if scores:
+            row |= {"val_scores": fit.scores(data[val]), "val_labels": y[val]}
+        rows.append(row)
     return rows
 
 
