@@ -20,8 +20,9 @@ from collections.abc import Iterable, Sequence
 from torch import Tensor
 
 from saelib.checkpoint import find_checkpoint
+from saelib.data import batches_from_step
 from saelib.progress import progress_bar
-from saelib.training import Trainer, _stream_from
+from saelib.training import Trainer
 
 __all__ = ["fit_together"]
 
@@ -54,7 +55,7 @@ def fit_together(
             f"needs them at the same step: delete the checkpoints that are ahead or behind"
         )
     step, total = steps[0], n_steps.pop()
-    stream = _stream_from(batches, step)
+    stream = batches_from_step(batches, step)
     if step == 0:
         first = next(stream)
         for t in trainers:
