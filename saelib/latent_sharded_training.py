@@ -30,6 +30,9 @@ checkpoint. ``load_sharded_sae`` reads such a checkpoint in one process, without
 
 Not supported (refused with an error): ``orthogonality_coeff > 0`` (each atom's nearest
 neighbour is searched over every rank's decoder rows), and other architectures than TopK.
+Limits: every rank builds the whole SAE before keeping its block, so it must fit in host
+memory once per process at the start; ``sparse_topk`` is ignored (codes are dense within
+a block); latent sharding is not combined with data parallelism here.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 
 from torch import Tensor
 
-from saelib.checkpoint import find_checkpoint
 from saelib.data import batches_from_step
 from saelib.progress import progress_bar
 from saelib.training import Trainer
@@ -46,7 +45,7 @@ def fit_together(
         )
     for t in trainers:
         directory = t.cfg.checkpoint_dir
-        if t.restored_from is None and directory and find_checkpoint(directory):
+        if t.restored_from is None and directory and t.has_checkpoint(directory):
             t.load_checkpoint(directory)
     steps = [t.step for t in trainers]
     if len(set(steps)) > 1:

@@ -197,13 +197,8 @@ class Trainer:
         ``TrainConfig.on_nonfinite``), after which the last checkpoint is still intact.
         """
         cfg = self.cfg
-        restored = self.restored_from is not None
-        if (
-            resume
-            and not restored
-            and cfg.checkpoint_dir
-            and self.has_checkpoint(cfg.checkpoint_dir)
-        ):
+        resumable = resume and self.restored_from is None and cfg.checkpoint_dir
+        if resumable and self.has_checkpoint(cfg.checkpoint_dir):
             self.load_checkpoint(cfg.checkpoint_dir)
         stream = batches_from_step(batches, self.step)
         if self.step == 0:
@@ -321,7 +316,8 @@ class Trainer:
         self.history.append(record)
         return record
 
-    # -- hooks a data-parallel trainer overrides (saelib.distributed) ------------------
+    # -- hooks the distributed trainers override (saelib.data_parallel: rows split across
+    # ranks; saelib.latent_sharded_training: latents split across ranks) ------------------
     is_main = True
     """Whether this process writes checkpoints and shows progress (rank 0)."""
     save_on_interrupt = True

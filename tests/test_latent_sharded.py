@@ -234,6 +234,11 @@ def _train_sharded(rank, directory):
         LatentShardedTrainer(make_sae(SAEConfig(**seed)), TrainConfig(n_steps=1))
     except ValueError as err:
         errors["configs"] = str(err)
+    try:  # fewer latents than ranks
+        narrow = SAEConfig(d_in=8, d_sae=1, architecture="topk", k=1)
+        LatentShardedTrainer(make_sae(narrow), TrainConfig(n_steps=1))
+    except ValueError as err:
+        errors["narrow"] = str(err)
     result["errors"] = errors
     return result
 
@@ -281,7 +286,8 @@ def test_sharded_training_equals_one_process(tmp_path, one_thread):
     assert "this run has 1: relaunch with torchrun --nproc_per_node 2" in errors["world_size"]
     assert "orthogonality_coeff=0.1 is not supported" in errors["orthogonality"]
     assert "every rank must pass the same SAE" in errors["configs"]
-    assert "configs" in ranks[1]["errors"]
+    assert "SAEConfig.d_sae=1 must be at least the 2 ranks" in errors["narrow"]
+    assert {"configs", "narrow", "orthogonality"} <= set(ranks[1]["errors"])
 
 
 def _killed_sharded(rank, directory, kill_at):
