@@ -14,7 +14,7 @@ from saelib import losses
 from saelib.checkpoint import load_newest
 from saelib.data import TensorBatches
 from saelib.distributed import run_local
-from saelib.latent_sharded import LatentShardedTopK, shard_bounds
+from saelib.latent_sharded import LATENT_DIMS, LatentShardedTopK, shard_bounds
 from saelib.latent_sharded_training import (
     LatentShardedTrainer,
     _common_steps,
@@ -26,6 +26,7 @@ from saelib.training import TrainConfig, Trainer
 
 K, D_IN, D_SAE = 3, 6, 11  # 11 latents: blocks of 6 and 5
 NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+AUX_DEAD, AUX_K = (0, 2, 3, 7, 9, 10), 4  # dead latents: 3 in each block, k_aux 4
 
 
 def _sae():
@@ -55,6 +56,15 @@ def _tied_case():
 
 def _grads(module):
     return {n: getattr(module, n).grad.clone() for n in NAMES}
+
+
+def _block_grads(sae, lo, hi):
+    """The gradients of the unsharded ``sae`` that the block of latents ``lo .. hi - 1`` holds."""
+    grads = {n: getattr(sae, n).grad for n in NAMES}
+    return {
+        n: g.narrow(LATENT_DIMS.get(n, 0), lo, hi - lo) if n in LATENT_DIMS else g
+        for n, g in grads.items()
+    }
 
 
 def _case(rank):
@@ -96,6 +106,16 @@ def _case(rank):
                 fd.append((name, idx, (values[0] - values[1]) / (2 * eps)))
     result["fd"] = fd
 
+    # aux-k alone: dead latents in both blocks, more of them than k_aux in neither
+    aux = LatentShardedTopK.from_sae(sae)
+    out = aux(x)
+    residual = (x - out.x_hat).detach()
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[list(AUX_DEAD)] = True
+    aux_loss = aux.aux_k_loss(x, residual, out, dead[aux.lo : aux.hi], AUX_K)
+    aux_loss.backward()
+    result.update(aux_loss=aux_loss.detach(), aux_grads=_grads(aux))
+
     tied, x_tied = _tied_case()
     tied_sharded = LatentShardedTopK.from_sae(tied)
     result["tied_codes"] = tied_sharded.gather_codes(tied_sharded(x_tied).f)
@@ -113,13 +133,7 @@ def test_sharded_topk_equals_unsharded(one_thread):
     for r in ranks:
         np.testing.assert_array_equal(r["codes"], codes)  # forward codes exact
         assert r["loss"] == pytest.approx(float(out.total.detach()), rel=1e-14)
-        lo, hi = r["lo"], r["hi"]
-        full = {
-            "W_enc": sae.W_enc.grad[:, lo:hi],
-            "b_enc": sae.b_enc.grad[lo:hi],
-            "W_dec": sae.W_dec.grad[lo:hi],
-            "b_dec": sae.b_dec.grad,
-        }
+        full = _block_grads(sae, r["lo"], r["hi"])
         for name in NAMES:
             expected = full[name].numpy()
             assert np.abs(expected).max() > 1e-3, name  # a gradient that can differ
@@ -131,6 +145,21 @@ def test_sharded_topk_equals_unsharded(one_thread):
         for name, idx, value in r["fd"]:
             assert r["grads"][name][idx] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert [(r["lo"], r["hi"]) for r in ranks] == [(0, 6), (6, 11)]
+
+    # aux-k: the unsharded losses.aux_k on the same dead latents, value and gradients
+    sae = _sae()
+    out = sae(x)
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[list(AUX_DEAD)] = True
+    aux_loss = losses.aux_k((x - out.x_hat).detach(), out.pre_acts, dead, sae.W_dec, AUX_K)
+    aux_loss.backward()
+    aux_loss = float(aux_loss.detach())
+    assert aux_loss > 1e-3
+    for r in ranks:
+        assert r["aux_loss"] == pytest.approx(aux_loss, rel=1e-12)
+        full = _block_grads(sae, r["lo"], r["hi"])
+        for name in NAMES:
+            np.testing.assert_allclose(r["aux_grads"][name], full[name].numpy(), 1e-10, 1e-13)
 
     # ties: k active per row, the top values, ties to the lowest latent ids
     tied, x_tied = _tied_case()
