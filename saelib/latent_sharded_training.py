@@ -165,7 +165,8 @@ class LatentShardedTrainer(Trainer):
                 if step != max(own):
                     warnings.warn(
                         f"rank {self.rank} resumes from {own[step]} (step {step}), the newest "
-                        f"step every rank has intact; its step {max(own)} is not",
+                        f"step every rank has intact (its own newest, step {max(own)}, is "
+                        f"damaged or missing on another rank: a save was interrupted)",
                         stacklevel=2,
                     )
                 _check_shard(own[step], meta, self._shard())

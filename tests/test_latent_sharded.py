@@ -62,7 +62,7 @@ def _block_grads(sae, lo, hi):
     """The gradients of the unsharded ``sae`` that the block of latents ``lo .. hi - 1`` holds."""
     grads = {n: getattr(sae, n).grad for n in NAMES}
     return {
-        n: g.narrow(LATENT_DIMS.get(n, 0), lo, hi - lo) if n in LATENT_DIMS else g
+        n: g.narrow(LATENT_DIMS[n], lo, hi - lo) if n in LATENT_DIMS else g
         for n, g in grads.items()
     }
 
