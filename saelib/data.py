@@ -7,6 +7,7 @@ so an interrupted training run resumes on exactly the batches it would have seen
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -164,3 +165,24 @@ class ShardedBatches:
                 for i in range(offset, self.per_shard[s]):
                     yield x[order[i * self.batch_size : (i + 1) * self.batch_size]]
                 offset = 0
+
+
+def batches_from_step(batches: Iterable[Tensor], step: int) -> Iterator[Tensor]:
+    """The batches of ``batches`` from batch ``step`` on (0-based): how a resumed run
+    finds the batches the interrupted one would have seen next.
+
+    A source with ``iter_from`` (``TensorBatches``, ``ShardedBatches``) restarts there;
+    any other iterable is iterated from its start (a list, a new generator) and its first
+    ``step`` batches skipped. An iterator already in use cannot be rewound: skipping from
+    where it stands matches only if it is new, so that case warns.
+    """
+    if hasattr(batches, "iter_from"):
+        return batches.iter_from(step)
+    if step > 0 and iter(batches) is batches:
+        warnings.warn(
+            f"resuming at step {step} from an iterator without iter_from: skipping {step} "
+            f"batches from its current position, which matches the interrupted run only if "
+            f"the iterator is new; prefer TensorBatches or ShardedBatches",
+            stacklevel=3,
+        )
+    return itertools.islice(iter(batches), step, None)

@@ -36,11 +36,7 @@ class DataParallelTrainer(Trainer):
     save_on_interrupt = False
 
     def __init__(self, sae: SAE, cfg: TrainConfig, group=None):
-        if not dist.is_initialized():
-            raise RuntimeError(
-                "DataParallelTrainer needs a torch.distributed process group: launch with "
-                "torchrun and call saelib.distributed.init_from_env(device) first"
-            )
+        distributed.require_group("DataParallelTrainer")
         super().__init__(sae, cfg)
         self.group = group if group is not None else dist.group.WORLD
         self.rank = distributed.rank(self.group)

@@ -40,6 +40,7 @@ from saelib.validation import check_int
 __all__ = [
     "backend_for",
     "init_from_env",
+    "require_group",
     "rank",
     "world_size",
     "is_main",
@@ -74,6 +75,15 @@ def init_from_env(device: str = "cpu", timeout_s: float = 600.0) -> str:
         timeout = datetime.timedelta(seconds=timeout_s)
         dist.init_process_group(backend_for(device), timeout=timeout)
     return device
+
+
+def require_group(who: str) -> None:
+    """Raise a RuntimeError naming ``who`` when no process group is initialised."""
+    if not dist.is_initialized():
+        raise RuntimeError(
+            f"{who} needs a torch.distributed process group: launch with torchrun and call "
+            f"saelib.distributed.init_from_env(device) first"
+        )
 
 
 def rank(group=None) -> int:

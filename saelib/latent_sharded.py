@@ -20,9 +20,13 @@ backward; Megatron-LM's "f" and "g" operators, Shoeybi et al. 2019).
 
 Ties: a latent is chosen by (value descending, latent id ascending), on each rank and
 across ranks, so ties at the k-th value go to the lowest latent ids, whatever the number
-of ranks (one process's ``torch.topk`` leaves the choice among ties unspecified). Only
-the forward and backward are here: training them with the Trainer (per-rank checkpoints,
-aux-k, dead counts per slice) is not implemented yet.
+of ranks (one process's ``torch.topk`` leaves the choice among ties unspecified).
+
+Aux-k (``aux_k_loss``) chooses its ``k_aux`` dead latents across ranks the same way, and
+``gather_sae`` concatenates the blocks into one ordinary ``TopKSAE``. The module offers what
+the Trainer calls on an SAE; ``saelib.latent_sharded_training.LatentShardedTrainer`` trains
+it (per-rank checkpoints, dead latents per block). Codes are dense within each block (the
+sparse training path of ``saelib.saes.sparse`` is not used here).
 """
 
 from __future__ import annotations
@@ -33,10 +37,18 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from saelib import distributed, losses
-from saelib.saes.base import LossOutput, SAEOutput
+from saelib.saes import SAEConfig, make_sae
+from saelib.saes.base import SAE, LinearEncoderSAE, LossOutput, SAEOutput
 from saelib.saes.topk import TopKSAE
 
-__all__ = ["LatentShardedTopK", "sum_over_ranks", "summed_gradient", "shard_bounds"]
+__all__ = [
+    "LatentShardedTopK",
+    "assemble",
+    "global_topk_mask",
+    "shard_bounds",
+    "sum_over_ranks",
+    "summed_gradient",
+]
 
 
 class _SumForward(Function):
@@ -114,18 +126,25 @@ def global_topk_mask(pre: Tensor, k: int, lo: int, group=None) -> Tensor:
     return mask[:, :n_local]
 
 
+LATENT_DIMS = {"W_enc": 1, "b_enc": 0, "W_dec": 0}
+"""The dimension along which each sharded parameter holds its latents (``b_dec``: none)."""
+
+
 class LatentShardedTopK(nn.Module):
     """This rank's block of a TopK SAE's latents (see the module docstring).
 
     Parameters: ``W_enc [d_in, hi - lo]``, ``b_enc [hi - lo]``, ``W_dec [hi - lo, d_in]``,
-    ``b_dec [d_in]`` (the same on every rank).
+    ``b_dec [d_in]`` (the same on every rank). ``cfg`` is the whole SAE's config (its
+    ``d_sae`` counts every rank's latents). It offers what ``saelib.training.Trainer``
+    calls on an SAE, so ``LatentShardedTrainer`` trains it with the Trainer's loop.
     """
 
-    def __init__(self, W_enc, b_enc, W_dec, b_dec, k: int, lo: int, d_sae: int, group=None):
+    def __init__(self, cfg: SAEConfig, W_enc, b_enc, W_dec, b_dec, lo: int, group=None):
         super().__init__()
         self.W_enc, self.b_enc = nn.Parameter(W_enc), nn.Parameter(b_enc)
         self.W_dec, self.b_dec = nn.Parameter(W_dec), nn.Parameter(b_dec)
-        self.k, self.lo, self.d_sae, self.group = k, lo, d_sae, group
+        self.cfg, self.lo, self.group = cfg, lo, group
+        self.k, self.d_sae = cfg.k, cfg.d_sae
 
     @classmethod
     def from_sae(cls, sae: TopKSAE, group=None) -> LatentShardedTopK:
@@ -144,7 +163,12 @@ class LatentShardedTopK(nn.Module):
         with torch.no_grad():
             parts = (sae.W_enc[:, lo:hi], sae.b_enc[lo:hi], sae.W_dec[lo:hi], sae.b_dec)
             parts = [p.detach().clone() for p in parts]
-        return cls(*parts, k=cfg.k, lo=lo, d_sae=cfg.d_sae, group=group)
+        return cls(cfg, *parts, lo=lo, group=group)
+
+    @property
+    def hi(self) -> int:
+        """One past this rank's last latent."""
+        return self.lo + self.W_dec.shape[0]
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(f, pre)``, both ``[batch, hi - lo]``: this rank's codes and pre-activations."""
@@ -160,22 +184,74 @@ class LatentShardedTopK(nn.Module):
         x_hat = sum_over_ranks(f @ self.W_dec, self.group) + self.b_dec
         return SAEOutput(x_hat, f, pre)
 
-    def loss(self, x: Tensor) -> LossOutput:
-        """``mse(x, x_hat)``, the same value on every rank (TopK has no sparsity term)."""
+    def loss(self, x: Tensor, sparsity_coeff: float = 0.0) -> LossOutput:
+        """``mse(x, x_hat)``, the same value on every rank; its terms are the unsharded
+        TopK SAE's (``sparsity`` is 0: TopK has no sparsity term)."""
         out = self(x)
-        terms = {"mse": losses.mse(x, out.x_hat)}
+        terms = {"mse": losses.mse(x, out.x_hat), "sparsity": out.x_hat.new_zeros(())}
         return LossOutput(terms["mse"], terms, out)
+
+    def training_loss(self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True):
+        """``loss``: one path (dense codes of this rank's block), whatever ``sparse`` says."""
+        return self.loss(x, sparsity_coeff)
+
+    def aux_k_loss(
+        self, x: Tensor, residual: Tensor, out: SAEOutput, dead: Tensor, k_aux: int
+    ) -> Tensor:
+        """Aux-k over the dead latents of every rank: ``losses.aux_k`` of the whole SAE.
+
+        ``dead [hi - lo]`` is this rank's block of the dead mask; the ``min(k_aux, n_dead)``
+        largest dead pre-activations per row are chosen across ranks (``global_topk_mask``,
+        live latents at -inf) and their reconstruction of ``residual [batch, d_in]`` is
+        summed over ranks. The same value on every rank; 0 when no latent is dead.
+        """
+        n_dead = dead.sum()
+        dist.all_reduce(n_dead, dist.ReduceOp.SUM, group=self.group)
+        if int(n_dead) == 0:
+            return out.pre_acts.new_zeros(())
+        masked = out.pre_acts.detach().masked_fill(~dead, float("-inf"))  # live never win
+        mask = global_topk_mask(masked, min(k_aux, int(n_dead)), self.lo, self.group)
+        recon = sum_over_ranks((out.pre_acts.relu() * mask) @ self.W_dec, self.group)
+        return losses.mse(residual, recon)
+
+    # What the Trainer calls on any SAE; row- and column-wise, so a block does its own.
+    needs_unit_decoder = False
+    normalize_decoder_ = SAE.normalize_decoder_
+    project_decoder_grad_ = SAE.project_decoder_grad_
+    init_encoder_from_decoder_ = LinearEncoderSAE.init_encoder_from_decoder_
+    update_statistics = SAE.update_statistics
+
+    def gather_blocks(self, t: Tensor, dim: int) -> Tensor:
+        """Every rank's block ``t`` (latents along ``dim``, ``hi - lo`` of them) concatenated
+        in latent order (``d_sae``): codes, parameters, the trainer's dead-latent counters.
+        A collective: every rank calls it and gets the result."""
+        n_ranks = distributed.world_size(self.group)
+        sizes = [b - a for a, b in (shard_bounds(self.d_sae, n_ranks, r) for r in range(n_ranks))]
+        t = t.detach().movedim(dim, 0)
+        padded = t.new_zeros(max(sizes), *t.shape[1:])  # all_gather needs equal shapes
+        padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(n_ranks)]
+        dist.all_gather(parts, padded, group=self.group)
+        return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).movedim(0, dim)
 
     def gather_codes(self, f: Tensor) -> Tensor:
         """The full codes ``[batch, d_sae]`` from every rank's ``f`` (for evaluation)."""
-        n_ranks = distributed.world_size(self.group)
-        sizes = [
-            shard_bounds(self.d_sae, n_ranks, r)[1] - shard_bounds(self.d_sae, n_ranks, r)[0]
-            for r in range(n_ranks)
-        ]
-        width = max(sizes)
-        padded = f.new_zeros(f.shape[0], width)
-        padded[:, : f.shape[1]] = f.detach()
-        parts = [torch.empty_like(padded) for _ in range(n_ranks)]
-        dist.all_gather(parts, padded, group=self.group)
-        return torch.cat([p[:, :s] for p, s in zip(parts, sizes, strict=True)], dim=1)
+        return self.gather_blocks(f, 1)
+
+    def gather_sae(self) -> TopKSAE:
+        """The whole SAE as one ordinary ``TopKSAE`` (every rank gets it; a collective).
+
+        Save it with ``saelib.io``, evaluate it, load it anywhere: it is the SAE these
+        blocks are (for a SAE too wide for one device, ``load_sharded_sae`` reads the
+        checkpoint instead, on a host with the memory).
+        """
+        blocks = {n: self.gather_blocks(getattr(self, n), d) for n, d in LATENT_DIMS.items()}
+        return assemble(self.cfg, {**blocks, "b_dec": self.b_dec.detach()})
+
+
+def assemble(cfg: SAEConfig, blocks: dict[str, Tensor]) -> TopKSAE:
+    """A ``TopKSAE`` of ``cfg`` holding the whole parameters ``blocks`` (``W_enc [d_in,
+    d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]``), in their dtype."""
+    sae = make_sae(cfg).to(blocks["W_dec"].dtype)
+    sae.load_state_dict({name: t.cpu() for name, t in blocks.items()})
+    return sae

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 
 from torch import Tensor
 
-from saelib.checkpoint import find_checkpoint
+from saelib.data import batches_from_step
 from saelib.progress import progress_bar
-from saelib.training import Trainer, _stream_from
+from saelib.training import Trainer
 
 __all__ = ["fit_together"]
 
@@ -45,7 +45,7 @@ def fit_together(
         )
     for t in trainers:
         directory = t.cfg.checkpoint_dir
-        if t.restored_from is None and directory and find_checkpoint(directory):
+        if t.restored_from is None and directory and t.has_checkpoint(directory):
             t.load_checkpoint(directory)
     steps = [t.step for t in trainers]
     if len(set(steps)) > 1:
@@ -54,7 +54,7 @@ def fit_together(
             f"needs them at the same step: delete the checkpoints that are ahead or behind"
         )
     step, total = steps[0], n_steps.pop()
-    stream = _stream_from(batches, step)
+    stream = batches_from_step(batches, step)
     if step == 0:
         first = next(stream)
         for t in trainers:

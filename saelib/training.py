@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -38,6 +38,7 @@ from saelib.checkpoint import (
     unflatten_optimizer,
     write_checkpoint,
 )
+from saelib.data import batches_from_step
 from saelib.initialisation import b_dec_init
 from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
@@ -196,10 +197,10 @@ class Trainer:
         ``TrainConfig.on_nonfinite``), after which the last checkpoint is still intact.
         """
         cfg = self.cfg
-        restored = self.restored_from is not None
-        if resume and not restored and cfg.checkpoint_dir and find_checkpoint(cfg.checkpoint_dir):
+        resumable = resume and self.restored_from is None and cfg.checkpoint_dir
+        if resumable and self.has_checkpoint(cfg.checkpoint_dir):
             self.load_checkpoint(cfg.checkpoint_dir)
-        stream = _stream_from(batches, self.step)
+        stream = batches_from_step(batches, self.step)
         if self.step == 0:
             first = next(stream)
             x = self._batch(first)
@@ -303,17 +304,20 @@ class Trainer:
             return None
         record = {"step": self.step, "lr": cfg.lr_at(self.step - 1), "sparsity_coeff": lam}
         values = torch.stack([v.detach().double() for v in (*terms.values(), out.l0())])
-        values = self._reduce_log(values).tolist()
-        record.update(zip(terms, values[:-1], strict=True))
+        values = self._reduce_log(values)
+        # L0 and the dead count sum over latents (which a latent-sharded rank holds a block of)
+        l0, n_dead = self._sum_over_latents(torch.stack([values[-1], dead.sum().double()]))
+        record.update(zip(terms, values[:-1].tolist(), strict=True))
         record["loss"] = float(total.detach())
-        record["l0"] = values[-1]
-        record["dead_fraction"] = float(dead.float().mean())
+        record["l0"] = float(l0)
+        record["dead_fraction"] = float(n_dead.float() / self.sae.cfg.d_sae)  # as a float32 mean
         if cfg.on_nonfinite == "skip":
             record["skipped"] = self.skipped
         self.history.append(record)
         return record
 
-    # -- hooks a data-parallel trainer overrides (saelib.distributed) ------------------
+    # -- hooks the distributed trainers override (saelib.data_parallel: rows split across
+    # ranks; saelib.latent_sharded_training: latents split across ranks) ------------------
     is_main = True
     """Whether this process writes checkpoints and shows progress (rank 0)."""
     save_on_interrupt = True
@@ -334,6 +338,15 @@ class Trainer:
     def _reduce_log(self, values: Tensor) -> Tensor:
         """Logged per-batch means (loss terms, L0) over the global batch."""
         return values
+
+    def _sum_over_latents(self, values: Tensor) -> Tensor:
+        """Logged sums over the latents (L0, dead count) over all of them: this process
+        holds them all."""
+        return values
+
+    def has_checkpoint(self, directory: str | Path) -> bool:
+        """Whether ``directory`` holds a checkpoint to resume from (unverified)."""
+        return find_checkpoint(directory) is not None
 
     def _finite(self, total: Tensor) -> bool:
         """Whether the loss and every gradient are finite: one host sync per step.
@@ -399,8 +412,13 @@ class Trainer:
             "optimizer": opt_meta,
             "sae_config": self.sae.cfg.to_dict(),
             "train_config": asdict(self.cfg),
+            **self._checkpoint_extras(),
         }
         write_checkpoint(directory, tensors, meta)
+
+    def _checkpoint_extras(self) -> dict:
+        """More JSON metadata for the checkpoint (a latent-sharded rank's block): none."""
+        return {}
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Restore the newest intact checkpoint in ``directory`` (or ``<directory>.old``).
@@ -471,16 +489,3 @@ def _nonfinite_count(x: Tensor) -> str:
     bad_rows = (~torch.isfinite(x)).any(dim=1).nonzero()
     n_nan, n_inf = int(x.isnan().sum()), int(x.isinf().sum())
     return f"holds {n_nan} NaN and {n_inf} inf values (first in row {int(bad_rows[0])})"
-
-
-def _stream_from(batches: Iterable[Tensor], step: int) -> Iterator[Tensor]:
-    if hasattr(batches, "iter_from"):
-        return batches.iter_from(step)
-    if step > 0 and iter(batches) is batches:
-        warnings.warn(
-            f"resuming at step {step} from an iterator without iter_from: skipping {step} "
-            f"batches from its current position, which matches the interrupted run only if "
-            f"the iterator is new; prefer TensorBatches or ShardedBatches",
-            stacklevel=3,
-        )
-    return itertools.islice(iter(batches), step, None)

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from torchrun_dying import DyingTensors
 
 from saelib.data import TensorBatches
 from saelib.data_parallel import DataParallelTrainer
@@ -109,17 +110,8 @@ def _batchtopk_trainer(directory, parallel):
 
 def _killed_then_resumed(rank, directory, kill_at):
     """Train with checkpoints every 5 steps; rank 1 dies (SIGKILL) after step ``kill_at``."""
-    import signal
-
-    class Dying(TensorBatches):
-        def iter_from(self, step):
-            for i, x in enumerate(super().iter_from(step), start=step):
-                if rank == 1 and kill_at is not None and i == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                yield x
-
     trainer = _batchtopk_trainer(directory, parallel=True)
-    trainer.fit(Dying(_data("float64"), batch_size=32, seed=3))
+    trainer.fit(DyingTensors(kill_at, _data("float64"), batch_size=32, seed=3))
     return {"state": trainer.sae.state_dict(), "step": trainer.step}
 
 

@@ -1,5 +1,6 @@
 """Trainer: config validation, schedules, invariants, dead latents, init tricks, resume."""
 
+import itertools
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import scipy.optimize
 import torch
 from safetensors.torch import load_file
 
-from saelib.data import ShardedBatches, TensorBatches, write_shards
+from saelib.data import ShardedBatches, TensorBatches, batches_from_step, write_shards
 from saelib.initialisation import geometric_median
 from saelib.saes import SAEConfig, make_sae
 from saelib.training import TrainConfig, Trainer
@@ -278,3 +279,11 @@ def test_resuming_a_plain_iterator_warns():
     trainer.step = 1  # as if restored from a checkpoint half way
     with pytest.warns(UserWarning, match="iterator without iter_from"):
         trainer.fit(iter(TensorBatches(small_data(), 64)))
+
+
+def test_batches_from_step_restarts_a_source_where_it_was():
+    source = TensorBatches(small_data(), 64, seed=1)
+    fourth = list(itertools.islice(iter(source), 4))[3]
+    assert torch.equal(next(batches_from_step(source, 3)), fourth)  # through iter_from
+    listed = [torch.full((2, 8), float(i)) for i in range(5)]
+    assert [int(b[0, 0]) for b in batches_from_step(listed, 2)] == [2, 3, 4]  # skipped
