@@ -51,11 +51,6 @@ SAELENS_PYTHON = HERE / ".venv-saelens" / "bin" / "python"
 ARCHS = ("batchtopk", "matryoshka", "mp", "jumprelu", "relu")
 LABELS = {"batchtopk": "BatchTopK", "matryoshka": "Matryoshka", "mp": "MatchPursuit",
           "jumprelu": "JumpReLU", "relu": "Standard L1"}  # fmt: skip
-PUBLISHED_L0_25 = {  # docs/synth_sae_bench.md (SAELens), 16k, L0 25: F1, MCC, explained var.
-    "batchtopk": (0.7316, 0.7574, 0.7923), "matryoshka": (0.8793, 0.7927, 0.7792),
-    "mp": (0.4464, 0.6930, 0.8351), "relu": (0.5562, 0.6039, 0.7654),
-    "jumprelu": (0.7317, 0.7527, 0.7951),
-}  # fmt: skip
 
 CONFIGS = {
     # The published SynthSAEBench-16k world and training recipe (docs/synth_sae_bench.md):
@@ -77,7 +72,7 @@ CONFIGS = {
         "depth": 3, "corr_rank": 8, "d_sae": 256, "k": None,
         "train_samples": 2_097_152, "batch": 1024, "lr": 3e-4, "shard": 1_048_576,
         "score_samples": 50_000, "eval_samples": 16384,
-        "l1_coeffs": [4.0, 6.0, 8.0, 10.0, 14.0], "jumprelu_coeffs": [0.3, 1.0, 3.0, 10.0],
+        "l1_coeffs": [4.0, 6.0, 8.0, 10.0, 14.0], "jumprelu_coeffs": [1.0, 3.0, 10.0, 30.0],
     },
     # Seconds: checks that every phase runs, not a result.
     "smoke": {
@@ -114,12 +109,12 @@ def run_name(arch: str, coeff: float | None) -> str:
     return arch if coeff is None else f"{arch}_{coeff:g}"
 
 
-def train_batches(work: Path, batch: int):
+def train_batches(work: Path, batch: int, device: str = "cpu"):
     """The training batches ``[batch, d]`` in shard order: the same stream for both libraries."""
     from safetensors.torch import load_file
 
     for shard in sorted(work.glob("train_*.safetensors")):
-        yield from load_file(shard)["x"].split(batch)
+        yield from (x.to(device) for x in load_file(shard)["x"].split(batch))
 
 
 # -- phase 1: the data, with SAELens's generator ------------------------------------------
@@ -152,17 +147,17 @@ def generate(work: Path, cfg: dict) -> dict:
         std_firing_magnitudes=FoldedNormalMagnitudeConfig(mean=0.5, std=0.5),
         bias=0.5, seed=SEED,
     )  # fmt: skip
-    model = SyntheticModel(model_cfg, device="cpu")
+    model = SyntheticModel(model_cfg, device=cfg["device"])
     model.save(work / "model")
     torch.manual_seed(SEED)  # the sampling stream (the generator draws from the global one)
     start = time.perf_counter()
     for i in range(0, cfg["train_samples"], cfg["shard"]):
         n = min(cfg["shard"], cfg["train_samples"] - i)
-        x = torch.cat([model.sample(cfg["batch"]) for _ in range(n // cfg["batch"])])
+        x = torch.cat([model.sample(cfg["batch"]).cpu() for _ in range(n // cfg["batch"])])
         save_file({"x": x.contiguous()}, str(work / f"train_{i // cfg['shard']:05d}.safetensors"))
-    x, codes = model.sample_with_features(cfg["eval_samples"])
+    x, codes = (t.cpu() for t in model.sample_with_features(cfg["eval_samples"]))
     save_file({"x": x.contiguous(), "codes": codes.contiguous(),
-               "dictionary": model.feature_dict.feature_vectors.detach().contiguous()},
+               "dictionary": model.feature_dict.feature_vectors.detach().cpu().contiguous()},
               str(work / "eval.safetensors"))  # fmt: skip
     top = (codes != 0).float().mean(0).argsort(descending=True)[: cfg["d_sae"]]
     return {
@@ -190,13 +185,16 @@ def train_saelib(work: Path, cfg: dict, k: int) -> dict:
         sae = make_sae(SAEConfig(cfg["hidden_dim"], cfg["d_sae"], arch, seed=SEED, **extra))
         train = TrainConfig(
             n_steps=steps, lr=cfg["lr"], sparsity_coeff=coeff or 0.0, progress=False,
+            device=cfg["device"],
             aux_k=cfg["hidden_dim"] // 2 if arch in ("batchtopk", "matryoshka") else None,
             dead_after_tokens=1000 * cfg["batch"],  # SAELens's dead_feature_window, 1000 steps
+            # L1: SAELens's objective (the penalty weighted by free atom norms), not unit atoms
+            normalize_decoder=arch != "relu",
         )  # fmt: skip
         start = time.perf_counter()
         Trainer(sae, train).fit(train_batches(work, cfg["batch"]))
         times[run_name(arch, coeff)] = time.perf_counter() - start
-        save_saelens(sae.eval(), work / "saelib" / run_name(arch, coeff))
+        save_saelens(sae.eval().cpu(), work / "saelib" / run_name(arch, coeff))
         print(f"saelib {run_name(arch, coeff)}: {times[run_name(arch, coeff)]:.0f} s", flush=True)
     return {"train_s": times, "torch": torch.__version__}
 
@@ -213,7 +211,7 @@ def saelens_sae(arch: str, coeff: float | None, cfg: dict, k: int):
         MatryoshkaBatchTopKTrainingSAEConfig,
     )
 
-    common = {"d_in": cfg["hidden_dim"], "d_sae": cfg["d_sae"], "device": "cpu"}
+    common = {"d_in": cfg["hidden_dim"], "d_sae": cfg["d_sae"], "device": cfg["device"]}
     if arch == "batchtopk":
         return sl.BatchTopKTrainingSAE(sl.BatchTopKTrainingSAEConfig(k=k, **common))
     if arch == "matryoshka":
@@ -247,13 +245,14 @@ def train_saelens(work: Path, cfg: dict, k: int) -> dict:
         trainer_cfg = SAETrainerConfig(
             total_training_samples=cfg["train_samples"], train_batch_size_samples=cfg["batch"],
             lr=cfg["lr"], lr_end=cfg["lr"], lr_scheduler_name="constant", lr_warm_up_steps=0,
-            lr_decay_steps=0, adam_beta1=0.9, adam_beta2=0.999, device="cpu",
+            lr_decay_steps=0, adam_beta1=0.9, adam_beta2=0.999, device=cfg["device"],
             dead_feature_window=1000, feature_sampling_window=2000, n_checkpoints=0,
             checkpoint_path=None, save_final_checkpoint=False,
             logger=LoggingConfig(log_to_wandb=False, eval_every_n_wandb_logs=2**31 - 1),
         )  # fmt: skip
         start = time.perf_counter()
-        trainer = SAETrainer(trainer_cfg, sae, data_provider=train_batches(work, cfg["batch"]),
+        data = train_batches(work, cfg["batch"], cfg["device"])
+        trainer = SAETrainer(trainer_cfg, sae, data_provider=data,
                              save_checkpoint_fn=lambda path: None)  # fmt: skip
         trainer.fit()
         times[run_name(arch, coeff)] = time.perf_counter() - start
@@ -268,10 +267,10 @@ def score(work: Path, cfg: dict) -> dict:
     from sae_lens import SAE
     from sae_lens.synthetic import SyntheticModel, eval_sae_on_synthetic_data
 
-    model = SyntheticModel.load_from_disk(work / "model", device="cpu")
+    model = SyntheticModel.load_from_disk(work / "model", device=cfg["device"])
     out = {}
     for folder in sorted(work.glob("sael*/*")):
-        sae = SAE.load_from_disk(folder, device="cpu")
+        sae = SAE.load_from_disk(folder, device=cfg["device"])
         torch.manual_seed(SEED + 1)  # the same evaluation samples for every SAE
         r = eval_sae_on_synthetic_data(
             sae, model.feature_dict, model.activation_generator,
@@ -335,6 +334,7 @@ def main() -> None:
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--config", choices=list(CONFIGS), default="ci")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--device", default="cpu", help="torch device for generation, training, scoring")
     p.add_argument("--workdir", help="where the data and SAEs go (default: a temporary dir)")
     p.add_argument("--out", help="results JSON (default results/synthsaebench_<config>.json)")
     p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON")
@@ -349,7 +349,7 @@ def main() -> None:
     if not SAELENS_PYTHON.exists():
         sys.exit(f"no SAELens venv at {SAELENS_PYTHON.parent.parent}; "
                  f"run bash {HERE}/setup_saelens_venv.sh")  # fmt: skip
-    cfg = CONFIGS[args.config]
+    cfg = {**CONFIGS[args.config], "device": args.device}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         results = {
@@ -442,7 +442,8 @@ depth {c["depth"]}), correlation rank {c["corr_rank"]}; true L0 {d["true_l0"]:.1
 (constant), the same batches in the same order for both libraries. Matryoshka prefixes
 {results["matryoshka_widths"]}; JumpReLU bandwidth {results["jumprelu"]["bandwidth"]}, initial
 threshold {results["jumprelu"]["init_threshold"]}, L0 coefficients {c["jumprelu_coeffs"]};
-L1 coefficients {c["l1_coeffs"]} (the row is the one whose L0 is closest to k). MCC, F1,
+L1 coefficients {c["l1_coeffs"]} (the row is the one whose L0 is closest to k; saelib's L1 with
+free atom norms, SAELens's objective; its other SAEs keep unit-norm atoms). MCC, F1,
 explained variance, uniqueness and dead latents: SAELens's `eval_sae_on_synthetic_data` on
 {c["score_samples"]:,} samples (the same for every SAE). saelib's columns: `evaluate` on
 {c["eval_samples"]:,} other samples (explained variance; Hungarian cosine averaged over all
