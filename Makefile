@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 HTML := _build/html
 
-.PHONY: setup browser test lint unit distributed seeds nbval html check-html book chapter lock clean
+.PHONY: setup browser mathjax test lint unit distributed seeds nbval html check-html book chapter lock clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 browser:
 	bash scripts/install_browser.sh
 
+# MathJax 3 from the npm registry into .mathjax/, so the HTML book needs no network.
+mathjax:
+	bash scripts/install_mathjax.sh
+
 lint: setup
 	$(BIN)/ruff check saelib tests scripts benchmarks
 	$(BIN)/ruff format --check saelib tests scripts benchmarks
@@ -55,7 +59,7 @@ nbval: setup
 seeds: setup
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -m chapter tests/test_chapters_seeds.py
 
-html: setup
+html: setup mathjax
 	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 	@echo "HTML book: $(CURDIR)/$(HTML)/index.html"
@@ -84,4 +88,4 @@ lock: setup
 	$(BIN)/python scripts/environment.py
 
 clean:
-	rm -rf $(VENV) _build runs
+	rm -rf $(VENV) _build runs .mathjax

@@ -4,23 +4,31 @@ Needs Debian's chromium and chromium-driver (``scripts/install_browser.sh``) and
 built book (``make html``).  The book root defaults to the repository root; set
 ``SAELIB_BOOK_ROOT`` to check another Jupyter Book.  One screenshot per page is
 written to ``_build/screenshots/`` for humans to look at.
+
+Besides errors, each page must be readable offline (it requests nothing from any origin
+but the book's own, so its maths is typeset by the book's copy of MathJax and no TeX is
+left raw) and must not clip wide output (a table or printed text wider than the page
+sits in a box that scrolls sideways).
 """
 
 import base64
 import contextlib
 import functools
 import http.server
+import json
 import os
 import re
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -44,16 +52,57 @@ ERROR_SELECTOR = (
 )
 SOURCE_SUFFIX = re.compile(r"\.(md|ipynb|rst|myst)$")
 # Harmless console errors of Jupyter Book 1.x itself, ignored:
-# - Sphinx 7 writes inline scripts added with add_js_file(None, body=...) twice, so each
-#   page redeclares sphinx-thebe's const (fixed in Sphinx 8 by sphinx-doc/sphinx#13402,
-#   but jupyter-book 1.0.4 pins sphinx~=7.0);
 # - pydata-sphinx-theme logs an error when a fresh profile has no stored light/dark mode;
 # - Chromium asks for /favicon.ico by itself when the book declares no favicon.
 KNOWN_CONSOLE_ERRORS = (
-    r"Identifier 'THEBE_JS_URL' has already been declared",
     r"pydata-sphinx-theme\.js.*Got invalid theme mode: \. Resetting to auto",
     r"/favicon\.ico - Failed to load resource",
 )
+# Elements that make the browser fetch their src/href when the page loads.
+FETCHED_ATTRIBUTES = (
+    "script[src], img[src], iframe[src], embed[src], source[src], video[src], audio[src],"
+    " link[rel~=stylesheet][href], link[rel~=preload][href], link[rel~=icon][href]"
+)
+# Sphinx writes $..$ and $$..$$ as <span|div class="math">\(..\)</span> for MathJax to
+# typeset; once typeset, each holds an <mjx-container>.
+UNTYPESET_MATH = (
+    "return [...document.querySelectorAll('.math')]"
+    ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.trim().slice(0, 80))"
+)
+# TeX delimiters left in the text of the page outside code, after typesetting.
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{")
+PROSE_TEXT = """
+const skip = 'pre, code, script, style, mjx-container, .highlight, .cell_input';
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const out = [];
+while (walker.nextNode()) {
+  const n = walker.currentNode;
+  if (!n.parentElement.closest(skip)) out.push(n.textContent);
+}
+return out.join(' ');
+"""
+# Tables and printed text whose content runs past the right edge of the article, with no
+# box between them and the article that scrolls sideways: their right part is cut off
+# (or spills over the margin).  Returns [tag, class, content width, room].
+CLIPPED_OUTPUT = """
+const article = document.querySelector('article.bd-article, main, [role=main]') || document.body;
+const limit = article.getBoundingClientRect().right + 1;
+const scrolls = e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+const clipped = [];
+for (const e of article.querySelectorAll('table, pre')) {
+  const box = e.getBoundingClientRect();
+  if (box.width === 0) continue;  // inside a collapsed cell
+  const right = box.left + Math.max(e.scrollWidth, box.width);
+  if (right <= limit) continue;
+  let held = false;
+  for (let a = e; a && a !== article; a = a.parentElement) {
+    if (scrolls(a) && a.getBoundingClientRect().right <= limit) { held = true; break; }
+  }
+  if (!held) clipped.push([e.tagName.toLowerCase(), e.className,
+                           Math.round(right - box.left), Math.round(limit - box.left)]);
+}
+return clipped;
+"""
 
 
 def toc_pages(toc_file: Path) -> list[str]:
@@ -95,6 +144,7 @@ def page_problems(driver, url: str, screenshot: Path | None = None) -> list[str]
     except urllib.error.HTTPError as err:
         return [f"HTTP {err.code} for {url}"]
     driver.get_log("browser")  # drop messages from earlier pages
+    driver.get_log("performance")
     driver.get(url)
     loaded = (
         "return document.readyState == 'complete' && [...document.images].every(i => i.complete)"
@@ -103,6 +153,8 @@ def page_problems(driver, url: str, screenshot: Path | None = None) -> list[str]
     driver.execute_script("for (const i of document.images) i.loading = 'eager';")
     WebDriverWait(driver, 20).until(lambda d: d.execute_script(loaded))
     problems = []
+    if driver.execute_script("return document.querySelector('.math') !== null"):
+        problems += typeset_problems(driver)
     broken = "return [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.src)"
     problems += [f"broken image: {src}" for src in driver.execute_script(broken)]
     main = "article.bd-article, main, [role=main]"
@@ -122,6 +174,12 @@ def page_problems(driver, url: str, screenshot: Path | None = None) -> list[str]
     if any("Traceback (most recent call last)" in text for text in outputs):
         problems.append("a cell output contains 'Traceback (most recent call last)'")
     origin = re.match(r"https?://[^/]+", url).group(0)
+    problems += [f"non-local request: {u}" for u in foreign_urls(driver, origin)]
+    for tag, cls, width, room in driver.execute_script(CLIPPED_OUTPUT):
+        problems.append(
+            f"clipped output: <{tag} class={cls!r}> is {width}px wide with {room}px of room"
+            " and no sideways scrollbar"
+        )
     for entry in driver.get_log("browser"):
         known = any(re.search(k, entry["message"]) for k in KNOWN_CONSOLE_ERRORS)
         if entry["level"] == "SEVERE" and origin in entry["message"] and not known:
@@ -135,6 +193,46 @@ def page_problems(driver, url: str, screenshot: Path | None = None) -> list[str]
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
     return problems
+
+
+def typeset_problems(driver) -> list[str]:
+    """Wait for MathJax to typeset the page; describe maths it left as raw TeX."""
+    ready = "return !!(window.MathJax && MathJax.startup && MathJax.startup.promise)"
+    try:
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script(ready))
+    except TimeoutException:
+        return ["the page has maths but MathJax did not load"]
+    driver.set_script_timeout(30)
+    driver.execute_async_script("MathJax.startup.promise.then(arguments[0], arguments[0]);")
+    problems = [f"untypeset maths: {tex!r}" for tex in driver.execute_script(UNTYPESET_MATH)]
+    raw = sorted(set(RAW_TEX.findall(driver.execute_script(PROSE_TEXT))))
+    if raw:
+        problems.append(f"raw TeX in the page text: {' '.join(raw)}")
+    return problems
+
+
+def foreign_urls(driver, origin: str) -> list[str]:
+    """Network URLs the page requested, or put in a fetched src/href, not under ``origin``.
+
+    Only network schemes count: the browser's own chrome:// pages are not the book's.
+    """
+    requested = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            requested.append(message["params"]["request"]["url"])
+    referenced = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.src || e.href);",
+        FETCHED_ATTRIBUTES,
+    )
+    network = ("http", "https", "ws", "wss", "ftp", "file")
+    return sorted(
+        {
+            u
+            for u in requested + referenced
+            if urllib.parse.urlsplit(u).scheme in network and not u.startswith(origin + "/")
+        }
+    )
 
 
 def missing_browser() -> str | None:
@@ -151,7 +249,8 @@ def driver():
         options.binary_location = CHROMIUM
         for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
             options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        # "performance" logs the DevTools network events: every request the page makes.
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         drv = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         yield drv
         drv.quit()
@@ -189,9 +288,36 @@ def test_checker_finds_problems(driver, tmp_path):
         '<img src="missing.png"><div class="cell_output"><div class="output traceback">'
         "Traceback (most recent call last)</div></div></main></body></html>"
     )
+    # A page that asks another origin for a script, leaves its maths untypeset and
+    # cuts off a wide printed table (example.invalid never resolves: RFC 2606).
+    (tmp_path / "offline.html").write_text(
+        "<html><head><title>offline</title>"
+        '<script src="https://example.invalid/mathjax.js"></script></head><body>'
+        '<main style="width: 400px"><p>Some text</p>'
+        '<span class="math notranslate">\\(x^2\\)</span>'
+        '<div style="overflow: hidden"><pre style="overflow: visible">'
+        + "wide " * 200
+        + "</pre></div></main></body></html>"
+    )
+    # MathJax "loaded" (a stand-in that typesets nothing): the maths stays raw TeX.
+    (tmp_path / "raw.html").write_text(
+        "<html><head><title>raw</title><script>"
+        "window.MathJax = {startup: {promise: Promise.resolve()}};</script></head><body>"
+        '<main><p>Some text</p><span class="math notranslate">\\(x^2\\)</span></main>'
+        "</body></html>"
+    )
     with serve(tmp_path) as url:
         problems = page_problems(driver, f"{url}/bad.html")
         assert page_problems(driver, f"{url}/nope.html") == [f"HTTP 404 for {url}/nope.html"]
     assert any(p.startswith("broken image") and "missing.png" in p for p in problems), problems
     assert any("error output (class 'output traceback')" in p for p in problems), problems
     assert any("console error" in p and "missing.png" in p for p in problems), problems
+    assert not any(p.startswith(("non-local", "clipped", "untypeset")) for p in problems)
+
+    with serve(tmp_path) as url:
+        problems = page_problems(driver, f"{url}/offline.html")
+        raw = page_problems(driver, f"{url}/raw.html")
+    assert "non-local request: https://example.invalid/mathjax.js" in problems, problems
+    assert "the page has maths but MathJax did not load" in problems, problems
+    assert any(p.startswith("clipped output: <pre") for p in problems), problems
+    assert raw == ["untypeset maths: '\\\\(x^2\\\\)'", "raw TeX in the page text: \\( \\)"], raw
