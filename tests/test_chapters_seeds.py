@@ -24,6 +24,7 @@ CHAPTERS = [
     "02_amortisation_gap",
     "03_toy_composition",
     "04_correlated_features",
+    "05_lm_scaling",
     "06_probing",
 ]
 

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from saelib.lm.scaling import fit_power_law  # noqa: E402
+from saelib.lm.scaling import fit_power_law, log_curvature  # noqa: E402
 from saelib.plotting import lm as plots  # noqa: E402
 
 
@@ -66,3 +66,28 @@ def test_figures_draw_on_the_given_axes():
     assert [t.get_text() for t in axes[0].get_legend().texts] == ["TopK", label]
     np.testing.assert_allclose(axes[1].lines[-1].get_ydata(), law.residuals)
     plt.close("all")
+
+
+def test_law_with_an_irreducible_term_is_recovered():
+    n = np.array([64.0, 128.0, 256.0, 512.0, 1024.0])
+    law = fit_power_law(n, 2.0 * n**-0.5 + 0.05, irreducible=True)
+    assert (law.a, law.b, law.c) == pytest.approx((2.0, 0.5, 0.05), rel=1e-4)
+    assert np.abs(law.residuals).max() < 1e-6
+    pure = fit_power_law(n, 2.0 * n**-0.5, irreducible=True)
+    assert pure.c == pytest.approx(0.0, abs=1e-6) and pure.b == pytest.approx(0.5, rel=1e-5)
+
+
+def test_irreducible_term_needs_four_points():
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_power_law([1, 2, 3], [3, 2, 1], irreducible=True)
+
+
+def test_log_curvature_against_hand_computed_slopes():
+    n = np.array([100.0, 200.0, 400.0, 800.0])
+    assert log_curvature(n, 5 * n**-0.3) == pytest.approx(0.0, abs=1e-12)
+    y = np.array([0.4, 0.3, 0.25, 0.24])
+    first, last = np.log(0.3 / 0.4) / np.log(2), np.log(0.24 / 0.25) / np.log(2)
+    assert log_curvature(n[::-1], y[::-1]) == pytest.approx(last - first)  # order-free
+    assert log_curvature(n, 2 * n**-0.5 + 0.05) > 0  # an irreducible term flattens the curve
+    with pytest.raises(ValueError, match="positive"):
+        log_curvature(n, [1, 0, 1, 1])

@@ -1,5 +1,6 @@
 """Scoring SAEs on a language model's activations (tiny Llama)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -9,7 +10,7 @@ from saelib.data import TensorBatches
 from saelib.evaluation import Run, sweep
 from saelib.lm.model import resid_hook, residual_stream
 from saelib.lm.site import Site, activation_scale, norm_limit
-from saelib.lm.splice import next_token_loss
+from saelib.lm.splice import mean_ablation, next_token_loss, sequence_losses
 from saelib.lm.sweep import LMScorer, ScaledBatches, ito_table, train_config, value_at
 from saelib.saes import SAEConfig, make_sae
 from saelib.training import TrainConfig
@@ -144,3 +145,48 @@ def test_value_at_reads_the_one_matching_row():
     stacked = pd.concat([table.iloc[:1].assign(variant="a"), table.iloc[:1].assign(variant="b")])
     stacked.loc[stacked["variant"] == "b", "fvu"] = 0.9  # a repeated index, as after a concat
     assert value_at(stacked, "fvu", variant="b") == 0.9
+
+
+def test_baseline_is_the_clean_zero_and_mean_ablated_losses(scorer):
+    base, kw = scorer.baseline, dict(skip_first=1)
+    assert base.clean.tolist() == pytest.approx(
+        sequence_losses(scorer.lm, scorer.tokens, **kw).tolist(), rel=1e-12
+    )
+    zero = next_token_loss(scorer.lm, scorer.tokens, HOOK, torch.zeros_like, **kw)
+    mean = next_token_loss(scorer.lm, scorer.tokens, HOOK, mean_ablation(scorer.x_eval), **kw)
+    assert (base.zero, base.mean) == pytest.approx((zero, mean), rel=1e-12)
+    torch.testing.assert_close(base.x_mean, scorer.x_eval.mean(0))
+
+
+def test_losses_recover_against_both_ablations(scorer):
+    base = scorer.baseline
+    out = scorer.losses(mean_ablation(scorer.x_eval))  # the mean ablation itself
+    assert out["spliced_loss"] == pytest.approx(base.mean, rel=1e-9)
+    assert out["ce_recovered_mean"] == pytest.approx(0.0, abs=1e-9)
+    zero_rec = (base.zero - base.mean) / (base.zero - scorer.clean)
+    assert out["ce_loss_recovered"] == pytest.approx(zero_rec, rel=1e-9)
+    assert out["delta_low"] < out["delta_loss"] < out["delta_high"]
+
+
+def test_a_given_baseline_is_used_and_checked(scorer):
+    base = scorer.baseline
+    again = LMScorer(scorer.lm, scorer.site, scorer.x_eval, scorer.tokens, baseline=base)
+    assert again.clean == scorer.clean and again.baseline is base
+    with pytest.raises(ValueError, match="one loss per sequence"):
+        LMScorer(scorer.lm, scorer.site, scorer.x_eval, scorer.tokens[:2], baseline=base)
+
+
+def test_score_without_splice_has_no_losses(scorer):
+    sae = make_sae(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4))
+    row = scorer.score(sae, splice=False)
+    assert "fvu" in row and "delta_loss" not in row
+
+
+def test_ito_table_splices_only_the_given_knobs(scorer):
+    cfg = TrainConfig(n_steps=5, lr=1e-2, progress=False)
+    runs = [Run(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=k), cfg, {"knob": k})
+            for k in (2, 4)]  # fmt: skip
+    data = scorer.scaled(TensorBatches(scorer.x_eval, 16))
+    table, saes = sweep(runs, lambda run: data, scorer.score, progress=False)
+    ito = ito_table(scorer, table, saes, splice=[4]).set_index("knob")
+    assert np.isnan(ito.loc[2, "delta_loss"]) and np.isfinite(ito.loc[4, "delta_loss"])

@@ -1,12 +1,20 @@
 """Splicing a reconstruction into the model: the loss measurements on a tiny Llama."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from saelib import metrics
 from saelib.lm.model import resid_hook
-from saelib.lm.splice import next_token_loss, sae_reconstruction, spliced_losses
+from saelib.lm.splice import (
+    mean_ablation,
+    next_token_loss,
+    paired_delta,
+    sae_reconstruction,
+    sequence_losses,
+    spliced_losses,
+)
 from saelib.saes import SAEConfig, make_sae
 
 HOOK = resid_hook(1)
@@ -118,3 +126,30 @@ def test_bad_input(tiny_lm, tokens, kwargs, match):
     args = dict(hook=HOOK, reconstruct=torch.zeros_like) | kwargs
     with pytest.raises(ValueError, match=match):
         spliced_losses(model, tokens, **args)
+
+
+def test_sequence_losses_are_each_sequences_hf_loss(tiny_lm, tokens):
+    model, hf = tiny_lm
+    per_seq = sequence_losses(model, tokens, batch_size=4)
+    assert per_seq.shape == (len(tokens),) and per_seq.dtype == torch.float64
+    expected = [hf_loss(hf, tokens[i : i + 1]) for i in range(len(tokens))]
+    assert per_seq.tolist() == pytest.approx(expected, rel=1e-5)
+    assert next_token_loss(model, tokens) == pytest.approx(per_seq.mean().item(), rel=1e-12)
+
+
+def test_paired_delta_is_the_t_interval_of_the_differences():
+    clean = torch.tensor([2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    spliced = clean + torch.tensor([0.1, 0.3, 0.2, 0.4], dtype=torch.float64)
+    out = paired_delta(spliced, clean)
+    d = np.array([0.1, 0.3, 0.2, 0.4])  # mean 0.25, sd 0.1291, t_{0.975, 3} = 3.1824
+    half = 3.182446305284263 * d.std(ddof=1) / 2
+    assert out["delta_loss"] == pytest.approx(0.25)
+    assert (out["delta_low"], out["delta_high"]) == pytest.approx((0.25 - half, 0.25 + half))
+    with pytest.raises(ValueError, match="two \\[n_seq\\] tensors"):
+        paired_delta(spliced[:3], clean)
+
+
+def test_mean_ablation_replaces_every_row_by_the_mean():
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    out = mean_ablation(x)(torch.zeros(3, 2))
+    assert torch.equal(out, torch.tensor([[2.0, 4.0]] * 3))

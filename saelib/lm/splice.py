@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from saelib import metrics
+from saelib.claims import interval
 from saelib.lm.model import LanguageModel
 from saelib.saes import inference
 from saelib.validation import check_choice, check_int, require
@@ -48,7 +49,7 @@ def sae_reconstruction(sae) -> Reconstruct:
 
 
 @torch.no_grad()
-def next_token_loss(
+def sequence_losses(
     lm: LanguageModel,
     tokens: Tensor,
     hook: str | None = None,
@@ -56,12 +57,14 @@ def next_token_loss(
     *,
     skip_first: int = 0,
     batch_size: int = 8,
-) -> float:
-    """Mean next-token cross-entropy on ``tokens [n_seq, n_ctx]``, optionally spliced.
+) -> Tensor:
+    """Mean next-token cross-entropy of each sequence of ``tokens [n_seq, n_ctx]``: ``[n_seq]``.
 
     With ``hook`` and ``reconstruct``, the activation at ``hook`` (positions
     ``skip_first:`` of every sequence, flattened to ``[n, d_model]``) is replaced by
-    ``reconstruct(x)`` before the forward continues.
+    ``reconstruct(x)`` before the forward continues. Each entry averages the ``n_ctx - 1``
+    predicted positions of its sequence, in float64: the units of a paired interval over
+    sequences (:func:`paired_delta`).
     """
     if (hook is None) != (reconstruct is None):
         raise ValueError("hook and reconstruct must be given together (or neither)")
@@ -77,18 +80,43 @@ def next_token_loss(
         return torch.cat([act[:, :skip_first], x_hat.to(act.dtype)], dim=1)
 
     hooks = [] if hook is None else [(hook, splice)]
-    total, count = torch.zeros((), dtype=torch.float64), 0
+    losses = []
     for seqs in tokens.split(batch_size):
         seqs = seqs.to(lm.device)
         logits = lm.bridge.run_with_hooks(seqs, return_type="logits", fwd_hooks=hooks)
         loss = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-            seqs[:, 1:].reshape(-1),
-            reduction="sum",
-        )
-        total += loss.double().cpu()
-        count += seqs[:, 1:].numel()
-    return (total / count).item()
+            logits[:, :-1].transpose(1, 2).float(), seqs[:, 1:], reduction="none"
+        )  # [batch, n_ctx - 1]
+        losses.append(loss.double().mean(dim=1).cpu())
+    return torch.cat(losses)
+
+
+def next_token_loss(
+    lm: LanguageModel, tokens: Tensor, hook: str | None = None, reconstruct=None, **kw
+) -> float:
+    """Mean next-token cross-entropy on ``tokens [n_seq, n_ctx]``, optionally spliced: the
+    mean of :func:`sequence_losses` (same arguments; every sequence has ``n_ctx - 1``
+    predicted positions, so this is the mean over all of them)."""
+    return sequence_losses(lm, tokens, hook, reconstruct, **kw).mean().item()
+
+
+def paired_delta(spliced: Tensor, clean: Tensor, confidence: float = 0.95) -> dict[str, float]:
+    """Delta loss with a t interval over sequences: ``spliced - clean``, both ``[n_seq]``.
+
+    The sequences are the units (each is scored clean and spliced): returns ``delta_loss``
+    (the mean difference), ``delta_low`` and ``delta_high`` (its ``confidence`` Student-t
+    interval; NaN for one sequence).
+    """
+    require(spliced.shape == clean.shape and spliced.dim() == 1, "spliced, clean",
+            (tuple(spliced.shape), tuple(clean.shape)), "two [n_seq] tensors")  # fmt: skip
+    mean, low, high, _ = interval((spliced - clean).tolist(), confidence)
+    return {"delta_loss": mean, "delta_low": low, "delta_high": high}
+
+
+def mean_ablation(x: Tensor) -> Reconstruct:
+    """``x -> mean`` broadcast: replace the activation by the mean of ``x [n, d_model]``."""
+    mean = x.double().mean(dim=0).float()
+    return lambda y: mean.to(y.device, y.dtype).expand_as(y)
 
 
 def spliced_losses(

@@ -13,17 +13,26 @@ coefficients are in its unit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import Tensor
 
+from saelib import metrics
 from saelib.coding.ito import sae_ito
 from saelib.evaluation import Run, evaluate, metrics_row
 from saelib.lm.model import LanguageModel
 from saelib.lm.site import Site
-from saelib.lm.splice import Reconstruct, next_token_loss, sae_reconstruction, spliced_losses
+from saelib.lm.splice import (
+    Reconstruct,
+    mean_ablation,
+    next_token_loss,
+    paired_delta,
+    sae_reconstruction,
+    sequence_losses,
+)
 from saelib.saes import SAE
 from saelib.training import TrainConfig
 from saelib.validation import require
@@ -47,14 +56,42 @@ class ScaledBatches:
         return (site.prepare(site.inliers(x)) for x in self.batches.iter_from(step))
 
 
+@dataclass(frozen=True)
+class SpliceBaseline:
+    """The losses every splice at one site is compared with, computed once.
+
+    ``clean [n_seq]`` per-sequence clean losses; ``zero`` and ``mean`` the mean losses with
+    the activation zero- or mean-ablated (from position ``skip_first`` on); ``x_mean
+    [d_model]`` the raw activation mean used for the mean ablation.
+    """
+
+    clean: Tensor
+    zero: float
+    mean: float
+    x_mean: Tensor
+
+    @classmethod
+    def measure(cls, lm: LanguageModel, site: Site, x: Tensor, tokens: Tensor, batch_size: int = 8):
+        """Clean, zero- and mean-ablated losses on ``tokens``; the mean of raw ``x [n, d]``."""
+        kw = dict(skip_first=site.skip_first, batch_size=batch_size)
+        ablate = mean_ablation(x)
+        return cls(
+            clean=sequence_losses(lm, tokens, **kw),
+            zero=next_token_loss(lm, tokens, site.hook, torch.zeros_like, **kw),
+            mean=next_token_loss(lm, tokens, site.hook, ablate, **kw),
+            x_mean=x.double().mean(dim=0).float(),
+        )
+
+
 class LMScorer:
     """Scores reconstructions at one site: FVU and sparsity on ``x_eval``, losses on tokens.
 
     ``x_eval [n, d_in]`` are raw (unscaled) held-out activations at ``site.hook``; tokens
     above ``site.max_norm`` are left out of them. ``ce_tokens [n_seq, n_ctx]`` are the
     sequences the spliced loss is measured on, from position ``site.skip_first`` on; the
-    splice passes the tokens above ``max_norm`` through unchanged. The clean and the
-    zero-ablated losses are computed once here.
+    splice passes the tokens above ``max_norm`` through unchanged. The clean loss per
+    sequence and the zero- and mean-ablated losses (:class:`SpliceBaseline`) are computed
+    once here, or passed in as ``baseline`` (e.g. to worker processes).
     """
 
     def __init__(
@@ -65,13 +102,17 @@ class LMScorer:
         ce_tokens: Tensor,
         *,
         batch_size: int = 8,
+        baseline: SpliceBaseline | None = None,
     ):
         require(site.model == lm.name, "site.model", site.model, f"the model's name {lm.name!r}")
         self.lm, self.site, self.tokens, self.batch_size = lm, site, ce_tokens, batch_size
         self.x_eval = site.inliers(x_eval)
-        kw = dict(skip_first=site.skip_first, batch_size=batch_size)
-        self.clean = next_token_loss(lm, ce_tokens, **kw)
-        self.ablated = next_token_loss(lm, ce_tokens, site.hook, torch.zeros_like, **kw)
+        if baseline is None:
+            baseline = SpliceBaseline.measure(lm, site, self.x_eval, ce_tokens, batch_size)
+        shape, n_seq = tuple(baseline.clean.shape), len(ce_tokens)
+        require(shape == (n_seq,), "baseline.clean", shape, f"one loss per sequence ({n_seq})")
+        self.baseline = baseline
+        self.clean, self.ablated = baseline.clean.mean().item(), baseline.zero
 
     def scaled(self, batches) -> ScaledBatches:
         """Raw training ``batches`` in the site's unit, outliers dropped."""
@@ -82,34 +123,39 @@ class LMScorer:
         return self.site.raw_reconstruction(sae_reconstruction(sae))
 
     def losses(self, reconstruct: Reconstruct) -> dict[str, float]:
-        """``delta_loss``, ``ce_loss_recovered`` and the three losses of ``reconstruct``."""
-        return spliced_losses(
-            self.lm,
-            self.tokens,
-            self.site.hook,
-            reconstruct,
-            clean=self.clean,
-            ablated=self.ablated,
-            skip_first=self.site.skip_first,
-            batch_size=self.batch_size,
-        )
+        """The spliced loss of ``reconstruct`` against the baseline: ``spliced_loss``,
+        ``delta_loss`` with its 95% t interval over sequences (``delta_low``,
+        ``delta_high``, :func:`saelib.lm.splice.paired_delta`), and the CE-loss recovered
+        against zero ablation (``ce_loss_recovered``) and mean ablation
+        (``ce_recovered_mean``)."""
+        kw = dict(skip_first=self.site.skip_first, batch_size=self.batch_size)
+        spliced = sequence_losses(self.lm, self.tokens, self.site.hook, reconstruct, **kw)
+        base, loss = self.baseline, spliced.mean().item()
+        return {
+            "spliced_loss": loss,
+            **paired_delta(spliced, base.clean),
+            "ce_loss_recovered": metrics.ce_loss_recovered(self.clean, loss, base.zero),
+            "ce_recovered_mean": metrics.ce_loss_recovered(self.clean, loss, base.mean),
+        }
 
-    def score(self, sae: SAE, run: Run | None = None) -> dict[str, float]:
-        """``evaluate`` metrics on the prepared ``x_eval`` plus the spliced losses.
+    def score(self, sae: SAE, run: Run | None = None, splice: bool = True) -> dict[str, float]:
+        """``evaluate`` metrics on the prepared ``x_eval`` plus (``splice``) the spliced losses.
 
         ``run`` is not used: it lets ``scorer.score`` be the ``score`` of
         ``saelib.evaluation.sweep``.
         """
         row = evaluate(sae, self.site.prepare(self.x_eval))
-        row.update(self.losses(self.reconstruction(sae)))
+        if splice:
+            row.update(self.losses(self.reconstruction(sae)))
         return row
 
-    def score_codes(self, codes: Tensor, x_hat: Tensor, reconstruct: Reconstruct) -> dict:
+    def score_codes(self, codes: Tensor, x_hat: Tensor, reconstruct: Reconstruct | None) -> dict:
         """Metrics of any coder (e.g. SAE+ITO): ``codes [n, d_sae]`` and ``x_hat [n, d_in]``
         of the prepared ``x_eval`` (``saelib.evaluation.metrics_row``), plus the losses of
-        ``reconstruct`` (raw ``x -> x_hat``) spliced in."""
+        ``reconstruct`` (raw ``x -> x_hat``) spliced in, unless it is None."""
         row = metrics_row(self.site.prepare(self.x_eval), x_hat, codes)
-        row.update(self.losses(reconstruct))
+        if reconstruct is not None:
+            row.update(self.losses(reconstruct))
         return row
 
 
@@ -132,14 +178,16 @@ def ito_table(
     saes: list[SAE],
     architecture: str = "topk",
     solver: str = "gradient_pursuit",
+    splice: Collection[int] | None = None,
 ) -> pd.DataFrame:
     """SAE+ITO: each ``architecture`` SAE of a sweep's ``table`` with ``solver`` as encoder.
 
     ``saes`` are the sweep's SAEs, one per row of ``table``; for each of the given
     architecture (a TopK: its ``knob`` is k), ``solver`` (``saelib.coding.ito.sae_ito``)
     codes the prepared ``x_eval`` on the SAE's decoder at L0 = k, and the splice uses the
-    same solver. One row per SAE: ``architecture`` ("<architecture>+ITO"), ``knob`` and
-    the scores of :meth:`LMScorer.score_codes`.
+    same solver (only for the knobs in ``splice``, if given: a splice costs a forward pass
+    of the model per sequence batch). One row per SAE: ``architecture``
+    ("<architecture>+ITO"), ``knob`` and the scores of :meth:`LMScorer.score_codes`.
     """
     require(len(saes) == len(table), "saes", len(saes), f"one SAE per table row ({len(table)})")
     x = scorer.site.prepare(scorer.x_eval)
@@ -149,7 +197,9 @@ def ito_table(
             continue
         k = int(row["knob"])
         result = sae_ito(sae, x, solver, l0=k)
-        reconstruct = scorer.site.raw_reconstruction(_ito_code(sae, solver, k))
+        reconstruct = None
+        if splice is None or k in splice:
+            reconstruct = scorer.site.raw_reconstruction(_ito_code(sae, solver, k))
         scores = scorer.score_codes(result.codes, result.x_hat, reconstruct)
         rows.append({"architecture": f"{architecture}+ITO", "knob": k, **scores})
     return pd.DataFrame(rows)

@@ -23,6 +23,8 @@ ARCH_COLORS = {
     "jumprelu": "#55A868",
     "gated": "#8172B3",
     "mlp": "#937860",
+    "mlp_topk": "#CCB974",
+    "topk+ITO": "#000000",
 }
 ARCH_LABELS = {
     "relu": "ReLU + L1",
@@ -32,12 +34,15 @@ ARCH_LABELS = {
     "jumprelu": "JumpReLU",
     "gated": "Gated",
     "mlp": "MLP encoder",
+    "mlp_topk": "MLP encoder (TopK output)",
+    "topk+ITO": "TopK decoder + ITO",
 }
 METRIC_LABELS = {
     "l0": "L0 (active latents per sample)",
     "fvu": "FVU",
     "mmcs": "MMCS (true atoms vs decoder)",
     "dead_fraction": "dead fraction",
+    "delta_loss": "delta loss (nats)",
     "shrinkage": "shrinkage gamma",
     "composite_fraction": "composite fraction (latents mixing two features)",
     "mmcs_composed": "MMCS (composed directions vs decoder)",
