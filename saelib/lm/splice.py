@@ -113,10 +113,14 @@ def paired_delta(spliced: Tensor, clean: Tensor, confidence: float = 0.95) -> di
     return {"delta_loss": mean, "delta_low": low, "delta_high": high}
 
 
+def constant(value: Tensor) -> Reconstruct:
+    """``x -> value`` broadcast to every row: replace the activation by ``value [d_model]``."""
+    return lambda y: value.to(y.device, y.dtype).expand_as(y)
+
+
 def mean_ablation(x: Tensor) -> Reconstruct:
-    """``x -> mean`` broadcast: replace the activation by the mean of ``x [n, d_model]``."""
-    mean = x.double().mean(dim=0).float()
-    return lambda y: mean.to(y.device, y.dtype).expand_as(y)
+    """Replace the activation by the mean of ``x [n, d_model]`` (:func:`constant`)."""
+    return constant(x.double().mean(dim=0).float())
 
 
 def spliced_losses(
@@ -145,10 +149,7 @@ def spliced_losses(
     if clean is None:
         clean = next_token_loss(lm, tokens, **kw)
     if ablated is None:
-        if ablation == "zero":
-            ablate = torch.zeros_like
-        else:
-            ablate = lambda x: mean.to(x.device, x.dtype).expand_as(x)  # noqa: E731
+        ablate = torch.zeros_like if ablation == "zero" else constant(mean)
         ablated = next_token_loss(lm, tokens, hook, ablate, **kw)
     spliced = next_token_loss(lm, tokens, hook, reconstruct, **kw)
     return {

@@ -61,25 +61,23 @@ class SpliceBaseline:
     """The losses every splice at one site is compared with, computed once.
 
     ``clean [n_seq]`` per-sequence clean losses; ``zero`` and ``mean`` the mean losses with
-    the activation zero- or mean-ablated (from position ``skip_first`` on); ``x_mean
-    [d_model]`` the raw activation mean used for the mean ablation.
+    the activation zero- or mean-ablated (from position ``skip_first`` on; the mean is that
+    of the raw activations given to :meth:`measure`).
     """
 
     clean: Tensor
     zero: float
     mean: float
-    x_mean: Tensor
 
     @classmethod
     def measure(cls, lm: LanguageModel, site: Site, x: Tensor, tokens: Tensor, batch_size: int = 8):
-        """Clean, zero- and mean-ablated losses on ``tokens``; the mean of raw ``x [n, d]``."""
+        """Clean, zero- and mean-ablated losses on ``tokens`` (the mean of raw ``x [n, d]``)."""
         kw = dict(skip_first=site.skip_first, batch_size=batch_size)
         ablate = mean_ablation(x)
         return cls(
             clean=sequence_losses(lm, tokens, **kw),
             zero=next_token_loss(lm, tokens, site.hook, torch.zeros_like, **kw),
             mean=next_token_loss(lm, tokens, site.hook, ablate, **kw),
-            x_mean=x.double().mean(dim=0).float(),
         )
 
 
