@@ -2,16 +2,20 @@
 (tests/tiny_models.py), loaded by ``load_model(folder)`` and checked against plain
 Hugging Face forwards of an independent copy of the same folder."""
 
+import importlib.util
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import TEXTS, hf_final_norm, hf_loss, save_tokenizer
+from safetensors.torch import load_file
+from tiny_models import TEXTS, hf_final_norm, hf_loss, save_tiny_model, save_tokenizer
 
 from saelib.lm import activations as acts
 from saelib.lm.model import load_hf, load_model, resid_hook, residual_stream, uses_bos
 from saelib.lm.splice import next_token_loss, spliced_losses
+from saelib.parameters import check_chapter, parse_value
 
 ARCHS = ["gpt2", "pythia"]
 N_LAYERS, D_MODEL, N_CTX = 3, 64, 12
@@ -158,3 +162,26 @@ def test_a_file_is_not_a_folder(tmp_path):
     (tmp_path / "model").write_text("")
     with pytest.raises(ValueError, match=r"/model is a file; pass a folder"):
         load_model(str(tmp_path / "model"))
+
+
+def test_tiny_folders_are_seeded(tmp_path):
+    a, b = (save_tiny_model(tmp_path / d, "pythia", n_layers=1) for d in "ab")
+    assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = load_file(
+        save_tiny_model(tmp_path / "c", "pythia", n_layers=1, seed=1) / "model.safetensors"
+    )
+    assert not torch.equal(wa["gpt_neox.embed_in.weight"], c["gpt_neox.embed_in.weight"])
+
+
+@pytest.mark.parametrize("chapter", ["05_lm_scaling", "06_probing"])
+def test_chapters_take_a_folder_as_model_name(chapter):
+    # what `-p model_name /path/to/gpt2` reaches: scripts/chapters.py's parsing and the schema
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("chapters", root / "scripts" / "chapters.py")
+    chapters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chapters)
+    for typed in ("/path/to/gpt2", "~/models/gpt2", "./gpt2"):
+        values = chapters.notebook_defaults(chapter) | {"model_name": parse_value(typed)}
+        assert check_chapter(values, chapter)["model_name"] == typed

@@ -297,9 +297,9 @@ def load_model(name: str = SMOLLM2, device: str = "cpu") -> LanguageModel:
     other name from a hub. A folder's model is named by its absolute path."""
     ok = isinstance(name, str) and bool(name)
     require(ok, "model_name", name, f"{SMOLLM2!r}, a model folder or a Hugging Face model name")
-    model, tokenizer = load_hf(name)
     if name != SMOLLM2 and is_folder(name):
         name = str(check_folder(name))  # one name for the folder, whatever the working dir
+    model, tokenizer = load_hf(name)
     return wrap(name, model, tokenizer, device=device)
 
 
