@@ -6,6 +6,7 @@ import importlib.util
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,9 @@ from tiny_models import TEXTS, hf_final_norm, hf_loss, save_tiny_model, save_tok
 from saelib.lm import activations as acts
 from saelib.lm.model import load_hf, load_model, resid_hook, residual_stream, uses_bos
 from saelib.lm.splice import next_token_loss, spliced_losses
+from saelib.lm.sweep import LMScorer
 from saelib.parameters import check_chapter, parse_value
+from saelib.saes import SAEConfig, make_sae
 
 ARCHS = ["gpt2", "pythia"]
 N_LAYERS, D_MODEL, N_CTX = 3, 64, 12
@@ -76,6 +79,21 @@ def test_harvest_caches_the_bridges_activations(loaded, tokens, tmp_path):
     _, direct = lm.bridge.run_with_cache(tokens, names_filter=hooks)
     for hook in hooks:
         torch.testing.assert_close(cache.load(hook), direct[hook].reshape(-1, D_MODEL))
+
+
+def test_an_sae_is_scored_on_a_folder_model(loaded, tokens, tmp_path):
+    # the chapters' path: harvest, the site from the cache (named by the folder), splice
+    _, lm, _ = loaded
+    hook = resid_hook(1)
+    cache = acts.harvest(lm, tokens, [hook], tmp_path, corpus_sha256="abc", skip_first=1,
+                         progress=False)  # fmt: skip
+    site = cache.site(hook)
+    assert site.model == lm.name
+    scorer = LMScorer(lm, site, cache.load(hook), tokens)
+    sae = make_sae(SAEConfig(d_in=D_MODEL, d_sae=128, architecture="topk", k=8, seed=0))
+    scores = scorer.score(sae)
+    assert scores["spliced_loss"] != pytest.approx(scorer.clean, abs=1e-4)  # it spliced
+    assert all(np.isfinite(scores[k]) for k in ("fvu", "delta_loss", "ce_loss_recovered"))
 
 
 def test_spliced_loss_against_plain_hf(loaded, tokens):
