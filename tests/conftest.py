@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_models import save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,20 @@ def tiny_lm(tmp_path_factory):
     """(LanguageModel, HF model) of a tiny random Llama; shared, do not modify."""
     torch.set_num_threads(1)
     return build_tiny_lm(tmp_path_factory.mktemp("tiny_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_folder(tmp_path_factory):
+    """``folder(arch)``: a tiny random ``arch`` ("gpt2", "pythia", "llama") saved as a
+    Hugging Face folder (tests/tiny_models.py), built once per session; do not modify."""
+    made = {}
+
+    def folder(arch: str):
+        if arch not in made:
+            made[arch] = save_tiny_model(tmp_path_factory.mktemp(f"tiny_{arch}"), arch)
+        return made[arch]
+
+    return folder
 
 
 def assert_matches_finite_differences(params, loss, analytic, n=6, eps=1e-6, atol=1e-5, seed=0):

