@@ -9,6 +9,9 @@ reconstruction ``x_hat = c @ D + bias``:
   ``min_c 0.5 ||x - bias - c @ D||^2 + l1 ||c||_1`` (optionally ``c >= 0``);
 - greedy pursuits (``saelib.coding.pursuit``): :func:`omp`, :func:`gradient_pursuit`,
   :func:`matching_pursuit`, ``l0`` atoms;
+- the lasso by working sets (``saelib.coding.working_set``): :func:`lasso_working_set`, the
+  same problem as ``fista`` solved on small Gram matrices; not in ``SOLVERS`` (its cost is
+  data dependent);
 - :func:`sae_ito` ("SAE+ITO"): one of them on a trained SAE's decoder and decoder bias.
 
 Every public solver validates its arguments (``ValueError`` naming the parameter) and calls an
@@ -27,6 +30,7 @@ from torch import Tensor
 from saelib.coding.lasso import LASSO_SOLVERS, fista, ista, lasso_objective
 from saelib.coding.problem import ITOResult
 from saelib.coding.pursuit import PURSUIT_SOLVERS, gradient_pursuit, matching_pursuit, omp
+from saelib.coding.working_set import lasso_working_set
 from saelib.validation import check_choice, require
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "gradient_pursuit",
     "ista",
     "lasso_objective",
+    "lasso_working_set",
     "matching_pursuit",
     "omp",
     "sae_ito",

@@ -36,7 +36,7 @@ from saelib.coding.problem import (
 )
 from saelib.validation import check_int
 
-__all__ = ["LASSO_SOLVERS", "fista", "ista", "lasso_objective"]
+__all__ = ["LASSO_SOLVERS", "fista", "ista", "lasso_objective", "soft_threshold"]
 
 
 def lasso_objective(D: Tensor, x: Tensor, codes: Tensor, l1: float, *, bias=None) -> Tensor:
@@ -143,8 +143,9 @@ def _lasso_impl(
     return result(D, bias, chunked(solve, len(x), chunk_size))
 
 
-def _shrink(v: Tensor, threshold: float, nonneg: bool) -> Tensor:
-    """Proximal map of ``threshold * ||.||_1`` (plus the indicator of ``c >= 0``)."""
+def soft_threshold(v: Tensor, threshold: float | Tensor, nonneg: bool) -> Tensor:
+    """Proximal map of ``threshold * ||.||_1`` (plus the indicator of ``c >= 0``); a tensor
+    ``threshold`` broadcasts against ``v`` (per-sample thresholds)."""
     if nonneg:
         return (v - threshold).clamp_min(0)
     return v.sign() * (v.abs() - threshold).clamp_min(0)
@@ -159,7 +160,7 @@ def _proximal_gradient(D, r, c, l1, step, nonneg, max_iter, tol, momentum, resta
     while n_iter < max_iter:
         n_iter += 1
         grad = (y @ D - r) @ D.T  # [b, n_atoms], gradient of 0.5 ||r - y @ D||^2
-        c_new = _shrink(y - step * grad, step * l1, nonneg)
+        c_new = soft_threshold(y - step * grad, step * l1, nonneg)
         diff = c_new - c
         converged = diff.norm(dim=1) <= tol * c_new.norm(dim=1)
         if momentum:
