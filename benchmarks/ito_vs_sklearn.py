@@ -562,8 +562,8 @@ def main(argv=None) -> None:
         "on (D.T, x.T), i.e. it minimises 0.5 ||x - code D||^2 + alpha ||code||_1 per signal.",
         f"Matched quality, on the signals the other method was scored on: pursuits by FVU "
         f"(theirs <= saelib's * (1 + {FVU_RTOL}) + {FVU_ATOL:g}; below 1e-6 both count as exact "
-        f"recovery), lasso solvers by the objective averaged over those signals (theirs <= saelib's * "
-        f"(1 + {OBJ_RTOL:g})).",
+        f"recovery), lasso solvers by the objective averaged over those signals "
+        f"(theirs <= saelib's * (1 + {OBJ_RTOL:g})).",
         "Scaled rows: timed on the first m signals, t = t_setup + t_encode(m) * n / m (every "
         "other-library method codes one signal at a time after its setup: sparse_encode's "
         "Gram matrix, or the design's Fortran copy for skglm and celer).",
