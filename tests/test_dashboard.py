@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from saelib.lm import dashboard_pass
 from saelib.lm.dashboard import Dashboard, DashboardConfig, compute_dashboard
@@ -255,6 +256,9 @@ def test_an_interrupted_pass_resumes_to_the_same_result(setup, dash, tmp_path, m
     for name, value in vars(dash).items():
         if name != "meta":
             assert torch.equal(getattr(resumed, name), value), name
+    save_file({"x": torch.zeros(1)}, tmp_path / "foreign.safetensors")
+    with pytest.raises(ValueError, match="foreign.safetensors is not a dashboard checkpoint"):
+        compute_dashboard(sae, lm, tokens, site, [0], CFG, tmp_path / "foreign.safetensors")
     other = DashboardConfig(**{**vars(CFG), "seed": 5})
     with pytest.raises(ValueError, match="other settings \\(different config\\)"):
         compute_dashboard(sae, lm, tokens, site, [0], other, ckpt, progress=False)
@@ -357,3 +361,31 @@ def test_bad_inputs_raise_clear_errors(setup, dash):
         DashboardConfig(hist_low=0.5, hist_high=0.1)
     with pytest.raises(ValueError, match=r"latent must be one of the selected \[0, 4, 7, 9\]"):
         latent_fragment(dash, 1)
+
+
+def test_gpt2_layer_norm_is_centred_in_the_promoted_tokens(tiny_lm, one_thread):
+    """A GPT-2 (LayerNorm, learned position embeddings) through the same code: the promoted
+    tokens centre the direction before the norm's weight, and the top-k matches HF."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from saelib.lm.model import wrap
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16))
+    with torch.no_grad():
+        hf.transformer.ln_f.weight.uniform_(0.5, 1.5)  # not all ones: the weight matters
+    lm = wrap("tiny-gpt2", hf.eval(), tiny_lm[0].tokenizer)
+    sae = make_sae(SAEConfig(d_in=32, d_sae=10, architecture="topk", k=3)).eval()
+    tokens = torch.randint(2, 20, (5, 8), generator=torch.Generator().manual_seed(2))
+    site = Site(model=lm.name, hook="blocks.0.hook_resid_post", scale=2.0)
+    dash = compute_dashboard(sae, lm, tokens, site, [1, 6], CFG, progress=False)
+    d = sae.W_dec[[1, 6]].detach().double() / 2.0
+    d = (d - d.mean(-1, keepdim=True)) * hf.transformer.ln_f.weight.detach().double()
+    eff = d @ hf.lm_head.weight.detach().double().T
+    assert torch.equal(dash.promoted_ids, eff.topk(CFG.n_promoted, dim=1).indices)
+    assert torch.equal(dash.suppressed_ids, eff.topk(CFG.n_promoted, dim=1, largest=False).indices)
+    with torch.no_grad():
+        x = hf(tokens, output_hidden_states=True).hidden_states[1]
+        f = sae.encode(x.reshape(-1, 32) * 2.0)
+    top = f.sort(dim=0, descending=True, stable=True).values[: CFG.n_top].T
+    torch.testing.assert_close(dash.top_vals, top, rtol=1e-5, atol=1e-6)

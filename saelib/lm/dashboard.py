@@ -261,7 +261,7 @@ def compute_dashboard(
     win_tok, win_act = dashboard_pass.windows(*args)
     n_top, shape = config.n_top, (*g_index.shape, -1)
     pro_i, pro_v, sup_i, sup_v = promoted_tokens(
-        lm, sae.W_dec[latents], site.scale, config.n_promoted
+        lm, sae.W_dec.detach().cpu()[latents], site.scale, config.n_promoted
     )
     near_i, near_c = nearest_latents(sae.W_dec, latents, config.n_nearest)
     used = torch.cat([win_tok.flatten(), pro_i.flatten(), sup_i.flatten()]).unique()

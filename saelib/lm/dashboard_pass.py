@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from saelib.files import atomic_path, sha256_bytes
-from saelib.io import read_tensors
+from saelib.io import read_tensors, tensor_bytes
 from saelib.lm.activations import _forward
 from saelib.lm.dashboard_state import StreamState, log_edges
 from saelib.lm.model import LanguageModel, hook_layer
@@ -48,12 +48,12 @@ def _codes(sae, lm: LanguageModel, site: Site, seqs: Tensor, bar) -> tuple[Tenso
 
 def _settings(sae, lm, tokens, site, config) -> dict:
     """What a checkpoint must share with the run that resumes it."""
-    weights = b"".join(t.detach().cpu().numpy().tobytes() for t in sae.state_dict().values())
+    weights = tensor_bytes(sae.state_dict())  # safetensors bytes: any dtype, any device
     return {
         "format": _FORMAT,
         "model": lm.name,
         "site": site.to_dict(),
-        "tokens_sha256": sha256_bytes(tokens.numpy().tobytes()),
+        "tokens_sha256": sha256_bytes(tokens.contiguous().numpy().tobytes()),
         "sae_sha256": sha256_bytes(weights),
         "config": asdict(config),
     }
@@ -64,6 +64,8 @@ def _load_checkpoint(path: Path, settings: dict):
     if not path.is_file():
         return None
     tensors = read_tensors(path)
+    if "settings" not in tensors:
+        raise ValueError(f"{path} is not a dashboard checkpoint (no 'settings' tensor)")
     found = json.loads(tensors.pop("settings").numpy().tobytes().decode())
     if found != settings:
         changed = sorted(k for k in settings if found.get(k) != settings[k])
