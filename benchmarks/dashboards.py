@@ -179,6 +179,8 @@ def main() -> None:
         f"for all 576 latents; pages and windows for {args.latents}.",
         f"Peak RSS growth over the run, from {runs[0]['tokens']} to {runs[-1]['tokens']} "
         f"tokens: {min(growth):.0f} to {max(growth):.0f} MiB.",
+        "Most of that peak is the model's forward at a batch of 8 sequences: a harvest alone "
+        "peaks at about the same RSS (benchmarks/results/harvest_throughput.md).",
         "'pass': the streaming pass (forward to block 6, encode, statistics); 'rest': "
         "quantile groups, the second pass over the sequences holding examples, promoted "
         "tokens, nearest latents.",

@@ -353,6 +353,8 @@ def test_bad_inputs_raise_clear_errors(setup, dash):
     wide = make_sae(SAEConfig(d_in=16, d_sae=4, architecture="relu"))
     with pytest.raises(ValueError, match="sae must be d_in == the model's d_model 32"):
         run(sae=wide)
+    with pytest.raises(ValueError, match="DashboardConfig.n_promoted must be <= the vocabulary"):
+        run(config=DashboardConfig(n_promoted=65))
     with pytest.raises(ValueError, match="config must be a DashboardConfig"):
         run(config={"n_top": 3})
     with pytest.raises(ValueError, match=r"DashboardConfig.reservoir must be an integer >= 50"):

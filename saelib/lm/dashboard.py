@@ -164,7 +164,7 @@ class Dashboard:
         return cls(meta, **{n: tensors[n] for n in names})
 
 
-def _check(sae, lm: LanguageModel, tokens: Tensor, site: Site, latents) -> Tensor:
+def _check(sae, lm: LanguageModel, tokens: Tensor, site: Site, latents, config) -> Tensor:
     """Validate the inputs; returns the selected latents as a long tensor."""
     ok = hasattr(sae, "encode") and getattr(sae, "W_dec", None) is not None
     require(ok, "sae", type(sae).__name__, "an SAE with encode() and W_dec [d_sae, d_in]")
@@ -181,6 +181,8 @@ def _check(sae, lm: LanguageModel, tokens: Tensor, site: Site, latents) -> Tenso
     ok = bool((tokens >= 0).all()) and bool((tokens < vocab).all())
     require(ok, "tokens", f"ids in [{int(tokens.min())}, {int(tokens.max())}]", f"in [0, {vocab})")
     require(site.skip_first < tokens.shape[1], "site.skip_first", site.skip_first, "< n_ctx")
+    n = config.n_promoted
+    require(n <= vocab, "DashboardConfig.n_promoted", n, f"<= the vocabulary size {vocab}")
     if latents is None:
         return torch.arange(d_sae)
     ok = len(latents) > 0 and all(is_int(i) and 0 <= i < d_sae for i in latents)
@@ -250,7 +252,7 @@ def compute_dashboard(
     """
     config = DashboardConfig() if config is None else config
     require(isinstance(config, DashboardConfig), "config", config, "a DashboardConfig")
-    latents = _check(sae, lm, tokens, site, latents)
+    latents = _check(sae, lm, tokens, site, latents, config)
     state = dashboard_pass.stream(sae, lm, tokens, site, config, checkpoint, progress)
     gen = torch.Generator().manual_seed(config.seed + 1)  # the picks: apart from the keys
     bounds, g_index, g_vals = dashboard_pass.quantile_groups(
