@@ -3,10 +3,11 @@
 The first pass (:func:`stream`) runs the model up to the site's block over every
 sequence once, ``batch_size`` at a time, folds the SAE's codes into a
 :class:`~saelib.lm.dashboard_state.StreamState`, and checkpoints that state (with the
-reservoir's random generator) to one safetensors file every ``checkpoint_every`` batches:
-a resumed pass continues at the next batch and ends in the same state as an
-uninterrupted one. After it, :func:`quantile_groups` picks the examples from the
-reservoir, and :func:`windows` reruns only the sequences those examples are in.
+reservoir's random generator) to one safetensors file every ``checkpoint_every`` batches
+and at the end: a resumed pass continues at the next batch and ends in the same state as
+an uninterrupted one, and a finished one is not run again. After it,
+:func:`quantile_groups` picks the examples from the reservoir, and :func:`windows` reruns
+only the sequences those examples are in.
 """
 
 from __future__ import annotations
