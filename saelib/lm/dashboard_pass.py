@@ -3,10 +3,11 @@
 The first pass (:func:`stream`) runs the model up to the site's block over every
 sequence once, ``batch_size`` at a time, folds the SAE's codes into a
 :class:`~saelib.lm.dashboard_state.StreamState`, and checkpoints that state (with the
-reservoir's random generator) to one safetensors file every ``checkpoint_every`` batches:
-a resumed pass continues at the next batch and ends in the same state as an
-uninterrupted one. After it, :func:`quantile_groups` picks the examples from the
-reservoir, and :func:`windows` reruns only the sequences those examples are in.
+reservoir's random generator) to one safetensors file every ``checkpoint_every`` batches
+and at the end: a resumed pass continues at the next batch and ends in the same state as
+an uninterrupted one, and a finished one is not run again. After it,
+:func:`quantile_groups` picks the examples from the reservoir, and :func:`windows` reruns
+only the sequences those examples are in.
 """
 
 from __future__ import annotations
@@ -148,9 +149,11 @@ def windows(sae, lm, site, tokens, latents, index, window, batch_size, progress)
 
     ``index [n_sel, ...]`` holds flat token indices (-1: none) of examples of the latent
     ``latents[row]``. Only the sequences holding an example are run, ``batch_size`` at a
-    time. Outside the sequence the token is -1 and the activation 0.
+    time, and each only up to its last needed position: in a causal model the activation
+    at a position depends on the tokens up to it alone. Sequences of similar needed length
+    share a batch. Outside the sequence the token is -1 and the activation 0.
     """
-    n_ctx = tokens.shape[1]
+    n_seq, n_ctx = tokens.shape
     shape, flat = index.shape, index.reshape(-1)
     column = torch.arange(len(latents)).view(-1, *[1] * (index.dim() - 1)).expand(shape)
     column = column.reshape(-1)  # [n_examples]: which selected latent
@@ -158,19 +161,28 @@ def windows(sae, lm, site, tokens, latents, index, window, batch_size, progress)
     out_tok = torch.full((flat.numel(), len(offsets)), -1, dtype=torch.long)
     out_act = torch.zeros(flat.numel(), len(offsets))
     valid = flat >= 0
-    seq, pos = torch.where(valid, flat // n_ctx, -1), flat % n_ctx
-    needed = torch.unique(seq[valid])  # sorted
+    seq, pos = flat[valid] // n_ctx, flat[valid] % n_ctx  # [m] each
+    examples = valid.nonzero().flatten()  # [m] rows of out_tok / out_act
+    last = torch.full((n_seq,), -1).scatter_reduce(
+        0, seq, (pos + window).clamp(max=n_ctx - 1), "amax"
+    )  # [n_seq] last position needed, -1: none
+    needed = last.ge(0).nonzero().flatten()
+    needed = needed[torch.argsort(last[needed], stable=True)]
+    row_of = torch.full((n_seq,), -1)
     bar = progress_bar(progress, total=len(needed), desc="dashboard windows", unit="seq")
     try:
         for chunk in needed.split(batch_size):
-            codes, _ = _codes(sae, lm, site, tokens[chunk], bar)
-            codes = codes[..., latents]  # [b, n_ctx, n_sel]
-            e = (valid & torch.isin(seq, chunk)).nonzero().flatten()  # examples in chunk
-            r = torch.searchsorted(chunk, seq[e])[:, None]  # [m, 1] row within chunk
-            p = pos[e][:, None] + offsets  # [m, 2w+1]
+            n = int(last[chunk].max()) + 1
+            codes, _ = _codes(sae, lm, site, tokens[chunk, :n], bar)
+            codes = codes[..., latents]  # [b, n, n_sel]
+            row_of[chunk] = torch.arange(len(chunk))
+            mine = row_of[seq] >= 0
+            e, r = examples[mine], row_of[seq[mine]][:, None]  # [k], [k, 1] row within chunk
+            p = pos[mine][:, None] + offsets  # [k, 2w+1]
             inside, p = (p >= 0) & (p < n_ctx), p.clamp(0, n_ctx - 1)
             out_tok[e] = torch.where(inside, tokens[chunk[r], p], -1)
-            out_act[e] = torch.where(inside, codes[r, p, column[e][:, None]], 0.0)
+            out_act[e] = torch.where(inside, codes[r, p.clamp(max=n - 1), column[e][:, None]], 0.0)
+            row_of[chunk] = -1
     finally:
         bar.close()
     return out_tok.reshape(*shape, -1), out_act.reshape(*shape, -1)
