@@ -26,6 +26,7 @@ CHAPTERS = [
     "04_correlated_features",
     "05_lm_scaling",
     "06_probing",
+    "07_latent_dashboards",
 ]
 
 

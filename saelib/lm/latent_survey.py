@@ -1,0 +1,116 @@
+"""Chapter 07's experiment: one TopK SAE per seed at one hook, and a dashboard of every latent.
+
+For each seed, :func:`run_seed` trains a TopK SAE (``width`` latents, ``k``, aux-k) on the
+cached activations at ``layer`` and computes a :class:`saelib.lm.dashboard.Dashboard` of
+every latent on held-out sequences; :func:`saelib.lm.latent_stats.latent_table` turns it
+into one row per latent, and :func:`effects` into one effect per seed for each claim the
+chapter declares (``saelib/schemas/07_latent_dashboards.yaml``). Seeds differ in the SAE's
+initialisation and batch order; the corpus and the cache are shared. Workers load the
+language model once per process and re-open the cache from its directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from saelib.lm.activations import open_cache
+from saelib.lm.dashboard import Dashboard, DashboardConfig, compute_dashboard
+from saelib.lm.latent_stats import latent_table
+from saelib.lm.model import load_model, resid_hook
+from saelib.lm.sweep import ScaledBatches, train_config
+from saelib.saes import SAEConfig, make_sae
+from saelib.training import Trainer
+
+__all__ = ["PURE", "LatentSurvey", "effects", "run_seed"]
+
+PURE = 0.5
+"""A latent is single-token when at least this share of its top activations is one token."""
+
+
+@dataclass(frozen=True)
+class LatentSurvey:
+    """The chapter's settings (its parameters of the same names) and the shared data."""
+
+    model_name: str
+    layer: int
+    width: int
+    k: int
+    n_steps: int
+    batch_size: int
+    lr: float
+    aux_k: int
+    dead_after_tokens: int
+    n_top: int
+    n_groups: int
+    per_group: int
+    reservoir: int
+    window: int
+    min_firings: int
+    device: str
+    train_cache: str = ""
+    """Directory of the training activation cache (the hook at ``layer``)."""
+    dash_tokens: Tensor | None = None
+    """Held-out sequences ``[n_seq, n_ctx]`` the dashboards are computed on."""
+
+    @classmethod
+    def from_params(cls, params: Mapping, **data) -> LatentSurvey:
+        """The survey from a chapter's checked parameters and ``data``; other names are ignored."""
+        names = {f.name for f in fields(cls)} - set(data)
+        return cls(**{name: params[name] for name in names if name in params}, **data)
+
+    @property
+    def hook(self) -> str:
+        return resid_hook(self.layer)
+
+    def dashboard_config(self, seed: int) -> DashboardConfig:
+        return DashboardConfig(n_top=self.n_top, n_groups=self.n_groups,
+                               per_group=self.per_group, reservoir=self.reservoir,
+                               window=self.window, seed=seed)  # fmt: skip
+
+
+_MODELS: dict = {}
+
+
+def run_seed(survey: LatentSurvey, seed: int) -> tuple[pd.DataFrame, Dashboard, list[dict]]:
+    """Train the seed's SAE and compute the dashboard of every latent: returns the latent
+    table (:func:`saelib.lm.latent_stats.latent_table`, with a ``seed`` column), the
+    dashboard and the training history."""
+    key = (survey.model_name, survey.device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(survey.model_name, device=survey.device)
+    lm = _MODELS[key]
+    torch.manual_seed(seed)
+    cache = open_cache(survey.train_cache, verify=False)  # shards are verified as they stream
+    site = cache.site(survey.hook)
+    cfg = SAEConfig(architecture="topk", d_in=lm.d_model, d_sae=survey.width, k=survey.k,
+                    seed=seed)  # fmt: skip
+    sae = make_sae(cfg).to(survey.device)
+    train = train_config(n_steps=survey.n_steps, lr=survey.lr, aux_k=survey.aux_k,
+                         dead_after_tokens=survey.dead_after_tokens, device=survey.device,
+                         progress=False)  # fmt: skip
+    batches = ScaledBatches(cache.batches(survey.hook, survey.batch_size, seed=seed), site)
+    history = Trainer(sae, train).fit(batches)
+    sae.eval()
+    dash = compute_dashboard(sae, lm, survey.dash_tokens, site,
+                             config=survey.dashboard_config(seed), progress=False)  # fmt: skip
+    table = latent_table(dash, survey.dash_tokens, survey.min_firings).assign(seed=seed)
+    return table, dash, history
+
+
+def effects(tables: Sequence[pd.DataFrame]) -> dict[str, list[float]]:
+    """One effect per seed (one table per seed) for each claim of chapter 07, over the
+    seed's live latents."""
+    out: dict[str, list[float]] = {"token_latents": [], "top_overstates_purity": [],
+                                   "few_copy_latents": []}  # fmt: skip
+    for table in tables:
+        live = table[table["live"]]
+        out["token_latents"].append(float((live["purity_top"] >= PURE).mean()))
+        gap = live["purity_top"] - live["purity_groups"]
+        out["top_overstates_purity"].append(float(gap.mean()))
+        out["few_copy_latents"].append(float(live["promotes_top_token"].mean()))
+    return out
