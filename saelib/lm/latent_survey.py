@@ -23,10 +23,10 @@ from saelib.lm.dashboard import Dashboard, DashboardConfig, compute_dashboard
 from saelib.lm.latent_stats import latent_table
 from saelib.lm.model import load_model, resid_hook
 from saelib.lm.sweep import ScaledBatches, train_config
-from saelib.saes import SAEConfig, make_sae
+from saelib.saes import SAE, SAEConfig, make_sae
 from saelib.training import Trainer
 
-__all__ = ["PURE", "LatentSurvey", "effects", "run_seed"]
+__all__ = ["PURE", "LatentSurvey", "SeedResult", "effects", "run_seed"]
 
 PURE = 0.5
 """A latent is single-token when at least this share of its top activations is one token."""
@@ -73,13 +73,22 @@ class LatentSurvey:
                                window=self.window, seed=seed)  # fmt: skip
 
 
+@dataclass
+class SeedResult:
+    """One seed's SAE, the dashboard of every latent, its latent table and training log."""
+
+    table: pd.DataFrame
+    """:func:`saelib.lm.latent_stats.latent_table`, with a ``seed`` column."""
+    dash: Dashboard
+    history: list[dict]
+    sae: SAE
+
+
 _MODELS: dict = {}
 
 
-def run_seed(survey: LatentSurvey, seed: int) -> tuple[pd.DataFrame, Dashboard, list[dict]]:
-    """Train the seed's SAE and compute the dashboard of every latent: returns the latent
-    table (:func:`saelib.lm.latent_stats.latent_table`, with a ``seed`` column), the
-    dashboard and the training history."""
+def run_seed(survey: LatentSurvey, seed: int) -> SeedResult:
+    """Train the seed's SAE and compute the dashboard of every latent."""
     key = (survey.model_name, survey.device)
     if key not in _MODELS:
         _MODELS[key] = load_model(survey.model_name, device=survey.device)
@@ -99,7 +108,7 @@ def run_seed(survey: LatentSurvey, seed: int) -> tuple[pd.DataFrame, Dashboard, 
     dash = compute_dashboard(sae, lm, survey.dash_tokens, site,
                              config=survey.dashboard_config(seed), progress=False)  # fmt: skip
     table = latent_table(dash, survey.dash_tokens, survey.min_firings).assign(seed=seed)
-    return table, dash, history
+    return SeedResult(table, dash, history, sae.cpu())
 
 
 def effects(tables: Sequence[pd.DataFrame]) -> dict[str, list[float]]:
