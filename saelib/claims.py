@@ -175,6 +175,33 @@ class Interval:
     n: int
 
 
+class Effects:
+    """Collects each claim's per-seed effects, one :meth:`add` per claim and seed.
+
+    Non-finite values are kept as given: NaN marks a seed that could not measure a claim,
+    which :func:`verdicts` leaves out of ``n``. A claim never added is simply absent from
+    :meth:`to_dict`, and :func:`verdicts` then raises naming it; the orientation (larger
+    means "more so" as the claim's metric says) is the caller's, as in the schema.
+    With ``claims`` given, a name that is not a declared claim id is refused at once.
+    """
+
+    def __init__(self, claims: Sequence[Claim] | None = None) -> None:
+        self._ids = None if claims is None else {c.id for c in claims}
+        self._out: dict[str, list[float]] = {}
+
+    def add(self, name: str, value: float) -> None:
+        """Append ``float(value)`` to claim ``name``'s effects (one call per seed)."""
+        if self._ids is not None:
+            require(
+                name in self._ids, "effect name", name, f"a declared claim id {sorted(self._ids)}"
+            )
+        self._out.setdefault(name, []).append(float(value))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """Claim id -> effects in the order added, as :func:`verdicts` consumes them."""
+        return {k: list(v) for k, v in self._out.items()}
+
+
 def verdicts(
     claims: Sequence[Claim], effects: Mapping[str, Sequence[float] | Interval]
 ) -> pd.DataFrame:

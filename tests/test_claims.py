@@ -10,6 +10,7 @@ from scipy import stats
 
 from saelib.claims import (
     Claim,
+    Effects,
     chosen_on_other_seeds,
     claims_table,
     glue_values,
@@ -140,3 +141,36 @@ def test_chosen_on_other_seeds_nan_and_ties():
     only_nan = pd.DataFrame({"a": [np.nan, np.nan], "b": [1.0, np.nan]})
     assert math.isnan(chosen_on_other_seeds(only_nan)[1])  # b has no value on seed 0
     assert math.isnan(chosen_on_other_seeds(pd.DataFrame({"a": [1.0]}))[0])  # one seed
+
+
+def test_effects_collects_per_claim_in_order_and_keeps_nan():
+    e = Effects()
+    e.add("a", 1)
+    e.add("b", np.float32(0.5))
+    e.add("a", math.nan)  # a seed that could not measure "a": kept, verdicts drops it
+    e.add("a", -2.25)
+    out = e.to_dict()
+    assert list(out) == ["a", "b"]
+    assert out["a"][0] == 1.0 and math.isnan(out["a"][1]) and out["a"][2] == -2.25
+    assert out["b"] == [0.5] and all(type(v) is float for v in out["a"] + out["b"])
+    # verdicts consumes it: mean of 1 and -2.25 over n = 2, NaN left out
+    table = verdicts([claim(id="a"), claim(id="b")], out)
+    assert table.loc["a", "n"] == 2 and table.loc["a", "effect"] == pytest.approx(-0.625)
+
+
+def test_effects_returns_a_copy_and_a_claim_never_added_is_absent():
+    e = Effects()
+    e.add("a", 1.0)
+    first = e.to_dict()
+    first["a"].append(9.0)
+    assert e.to_dict() == {"a": [1.0]}
+    with pytest.raises(ValueError, match=r"\['b'\]"):
+        verdicts([claim(id="a"), claim(id="b")], e.to_dict())
+
+
+def test_effects_with_claims_refuses_an_undeclared_name():
+    e = Effects([claim(id="a")])
+    e.add("a", 0.0)
+    with pytest.raises(ValueError, match="effect name must be a declared claim id.*'typo'"):
+        e.add("typo", 1.0)
+    assert e.to_dict() == {"a": [0.0]}

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from saelib.claims import Effects
 from saelib.evaluation import Run, frontier_gap, one_row, sweep
 from saelib.lm.activations import open_cache
 from saelib.lm.model import load_model, resid_hook
@@ -224,10 +225,8 @@ def run_task(exp: LMExperiment, task: tuple[int, str]) -> pd.DataFrame:
 
 def effects(exp: LMExperiment, table: pd.DataFrame) -> dict[str, list[float]]:
     """One effect per seed for each claim of chapter 05, oriented as the claim's metric says."""
-    out: dict[str, list[float]] = {}
-
-    def add(name: str, value: float) -> None:
-        out.setdefault(name, []).append(float(value))
+    collected = Effects()
+    add = collected.add
 
     k_mid = exp.layer_ks[-1]
     for seed in sorted(table["seed"].unique()):
@@ -262,7 +261,7 @@ def effects(exp: LMExperiment, table: pd.DataFrame) -> dict[str, list[float]]:
         shallow = layer.loc[list(exp.layer_ks)]
         add("shallow_lower_fvu", (deep["fvu"] - shallow["fvu"]).min())
         add("shallow_higher_loss", (shallow["delta_loss"] - deep["delta_loss"]).min())
-    return out
+    return collected.to_dict()
 
 
 def width_curve(runs: pd.DataFrame, exp: LMExperiment, arch: str) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields, replace
 import pandas as pd
 import torch
 
+from saelib.claims import Effects
 from saelib.data import TensorBatches
 from saelib.evaluation import Run, one_row
 from saelib.saes import SAEConfig, make_sae
@@ -366,10 +367,8 @@ def ortho_choice(runs: pd.DataFrame, plain_val_fvu: float, margin: float = 0.01)
 
 def effects(exp: CompositionExperiment, runs: pd.DataFrame, refs: pd.DataFrame) -> dict[str, list]:
     """One effect per seed for each claim of chapter 03, oriented as the claim's metric says."""
-    out: dict[str, list[float]] = {}
-
-    def add(name: str, value: float) -> None:
-        out.setdefault(name, []).append(float(value))
+    collected = Effects()
+    add = collected.add
 
     hi = max(exp.correlations)
     big = f"d={max(exp.dims)}, 2x2"
@@ -426,4 +425,4 @@ def effects(exp: CompositionExperiment, runs: pd.DataFrame, refs: pd.DataFrame) 
             "mlp_more_composites",
             one_row(fixes, variant="MLP encoder")["composite_fraction"] - comp,
         )
-    return out
+    return collected.to_dict()

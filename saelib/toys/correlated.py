@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from saelib import metrics
-from saelib.claims import chosen_on_other_seeds
+from saelib.claims import Effects, chosen_on_other_seeds
 from saelib.data import TensorBatches
 from saelib.evaluation import Run, frontier_gap, one_row, sweep
 from saelib.parallel import seed_parts
@@ -374,10 +374,8 @@ def effects(
     exp: CorrelatedExperiment, runs: pd.DataFrame, probes: pd.DataFrame
 ) -> dict[str, list[float]]:
     """One effect per seed for each claim of chapter 04, oriented as the claim's metric says."""
-    out: dict[str, list[float]] = {}
-
-    def add(name: str, value: float) -> None:
-        out.setdefault(name, []).append(float(value))
+    collected = Effects()
+    add = collected.add
 
     base = related_share(exp.n_features, exp.correlated_pairs, exp.n_parents,
                          exp.children_per_parent)  # fmt: skip
@@ -385,7 +383,8 @@ def effects(
     wide, narrow = max(exp.widths), min(exp.widths)
     seeds = sorted(runs["seed"].unique())
     # the best of the sweep, each seed's choice made on the other seeds
-    out["ortho_best_mmcs"] = chosen_on_other_seeds(ortho_gains(runs).loc[seeds]).tolist()
+    for value in chosen_on_other_seeds(ortho_gains(runs).loc[seeds]):
+        add("ortho_best_mmcs", value)
     for seed in seeds:
         r = runs[runs["seed"] == seed]
         arch = r[r["variant"].isin(ARCHITECTURES) & (r["width"] == 1.0)]
@@ -430,4 +429,4 @@ def effects(
         )
         add("relu_probe_short_of_ideal", ideal - _probe_mean(p, "ReLU", SINGLE_KINDS, 1))
         add("topk_probe_short_of_ideal", ideal - _probe_mean(p, "TopK", SINGLE_KINDS, 1))
-    return out
+    return collected.to_dict()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 import pandas as pd
 import torch
 
+from saelib.claims import Effects
 from saelib.data import TensorBatches
 from saelib.evaluation import Run, final_drop, frontier_gap, run_sweep
 from saelib.parallel import seed_parts
@@ -190,10 +191,8 @@ def _gamma(table: pd.DataFrame, arch: str) -> float:
 
 def effects(exp: ZooExperiment, sweep: pd.DataFrame, dead: pd.DataFrame) -> dict[str, list]:
     """One effect per seed for each claim of chapter 01, oriented as the claim's metric says."""
-    out: dict[str, list[float]] = {}
-
-    def add(name: str, value: float) -> None:
-        out.setdefault(name, []).append(float(value))
+    collected = Effects()
+    add = collected.add
 
     nearest = min(exp.ks, key=lambda k: (abs(k - exp.mean_active), k))
     for seed in sorted(sweep["seed"].unique()):
@@ -210,4 +209,4 @@ def effects(exp: ZooExperiment, sweep: pd.DataFrame, dead: pd.DataFrame) -> dict
         add("init_fewer_dead", dead_at["neither"] - dead_at["init tricks"])
         topk = at[1.0][at[1.0]["architecture"] == "topk"].set_index("knob")["mmcs"]
         add("denser_recovers_worse", topk[nearest] - topk[max(exp.ks)])
-    return out
+    return collected.to_dict()
