@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from saelib.claims import Effects
 from saelib.lm.activations import open_cache
 from saelib.lm.dashboard import Dashboard, DashboardConfig, compute_dashboard
 from saelib.lm.latent_stats import latent_table
@@ -114,12 +115,10 @@ def run_seed(survey: LatentSurvey, seed: int) -> SeedResult:
 def effects(tables: Sequence[pd.DataFrame]) -> dict[str, list[float]]:
     """One effect per seed (one table per seed) for each claim of chapter 07, over the
     seed's live latents."""
-    out: dict[str, list[float]] = {"token_latents": [], "top_overstates_purity": [],
-                                   "few_copy_latents": []}  # fmt: skip
+    collected = Effects()
     for table in tables:
         live = table[table["live"]]
-        out["token_latents"].append(float((live["purity_top"] >= PURE).mean()))
-        gap = live["purity_top"] - live["purity_groups"]
-        out["top_overstates_purity"].append(float(gap.mean()))
-        out["few_copy_latents"].append(float(live["promotes_top_token"].mean()))
-    return out
+        collected.add("token_latents", (live["purity_top"] >= PURE).mean())
+        collected.add("top_overstates_purity", (live["purity_top"] - live["purity_groups"]).mean())
+        collected.add("few_copy_latents", live["promotes_top_token"].mean())
+    return collected.to_dict()
