@@ -391,3 +391,30 @@ def test_gpt2_layer_norm_is_centred_in_the_promoted_tokens(tiny_lm, one_thread):
         f = sae.encode(x.reshape(-1, 32) * 2.0)
     top = f.sort(dim=0, descending=True, stable=True).values[: CFG.n_top].T
     torch.testing.assert_close(dash.top_vals, top, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "pythia"])
+def test_folder_models_run_the_dashboard(arch, tiny_hf_folder, one_thread):
+    """GPT-2 and Pythia (GPT-NeoX) loaded from local folders, as the paper presets would:
+    the top activations equal the SAE on HF's own hidden states, and the promoted tokens
+    the LayerNorm-centred direction through the final norm's weight and the unembedding."""
+    from tiny_models import hf_final_norm
+
+    from saelib.lm.model import load_model
+
+    lm = load_model(str(tiny_hf_folder(arch)))
+    hf = lm.bridge.original_model
+    d_model = lm.d_model
+    sae = make_sae(SAEConfig(d_in=d_model, d_sae=12, architecture="topk", k=3)).eval()
+    tokens = torch.randint(1, 200, (5, 8), generator=torch.Generator().manual_seed(3))
+    site = Site(model=lm.name, hook="blocks.0.hook_resid_post", scale=1.5)
+    dash = compute_dashboard(sae, lm, tokens, site, [2, 7], CFG, progress=False)
+    with torch.no_grad():
+        x = hf(tokens, output_hidden_states=True).hidden_states[1]
+        f = sae.encode(x.reshape(-1, d_model) * 1.5)
+    top = f.sort(dim=0, descending=True, stable=True).values[: CFG.n_top].T
+    torch.testing.assert_close(dash.top_vals, top, rtol=1e-5, atol=1e-6)
+    d = sae.W_dec[[2, 7]].detach().double() / 1.5
+    d = (d - d.mean(-1, keepdim=True)) * hf_final_norm(hf).weight.detach().double()
+    eff = d @ hf.get_output_embeddings().weight.detach().double().T
+    assert torch.equal(dash.promoted_ids, eff.topk(CFG.n_promoted, dim=1).indices)
