@@ -2,8 +2,9 @@
 the highlighted tokens are visible on screen (the pixels of the faintest and the strongest
 highlight differ from the page), and nothing is requested from any other origin.
 
-Needs Debian's chromium and chromium-driver (``scripts/install_browser.sh``); not a built
-book: the pages are rendered here from a dashboard of a tiny random Llama.
+Needs Debian's chromium and chromium-driver (``scripts/install_browser.sh``). The first test
+renders pages here from a dashboard of a tiny random Llama; the second reads chapter 07's page
+of the built book (``_build/html``), in the book's light and dark themes.
 """
 
 import io
@@ -15,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 from selenium.webdriver.common.by import By
-from test_html import driver  # noqa: F401  (the shared headless Chromium fixture)
+from test_html import HTML_DIR, driver  # noqa: F401  (the shared headless Chromium fixture)
 
 from saelib.lm.dashboard import DashboardConfig, compute_dashboard
 from saelib.lm.dashboard_html import page_name, write_site
@@ -68,3 +69,27 @@ def test_highlighted_tokens_are_visible_in_both_schemes(driver, pages, scheme): 
         if '"Network.requestWillBeSent"' in e["message"]
     ]
     assert requests and all(u.startswith(("file://", "data:")) for u in requests), requests
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_chapter_07_highlights_are_visible_in_the_book(driver, theme):  # noqa: F811
+    """The first dashboard embedded in the built chapter, under the book's own theme switch:
+    its faintest and strongest highlighted tokens differ on screen from the page."""
+    chapter = HTML_DIR / "book" / "07_latent_dashboards.html"
+    assert chapter.is_file(), f"{chapter} missing: run make html first"
+    feature = {"name": "prefers-color-scheme", "value": theme}
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [feature]})
+    driver.get(chapter.as_uri())
+    driver.execute_script(f"document.documentElement.dataset.theme = '{theme}'")
+    page = rgb(driver.execute_script("return getComputedStyle(document.body).backgroundColor"))
+    assert (sum(page) / 3 > 128) == (theme == "light"), f"{theme} theme not applied: {page}"
+    spans = driver.find_element(By.CSS_SELECTOR, ".saelib-dash").find_elements(
+        By.CSS_SELECTOR, ".tok.on"
+    )
+    assert spans, "no highlighted token in the first dashboard"
+    alphas = [float(s.get_attribute("style").split(":")[1].strip(" ;")) for s in spans]
+    for i in {alphas.index(min(alphas)), alphas.index(max(alphas))}:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", spans[i])
+        colour = dominant(spans[i].screenshot_as_png)
+        diff = max(abs(a - b) for a, b in zip(colour, page, strict=True))
+        assert diff >= 30, f"token with alpha {alphas[i]} shows {colour} on {page} ({theme})"
