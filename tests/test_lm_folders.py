@@ -203,3 +203,12 @@ def test_chapters_take_a_folder_as_model_name(chapter):
     for typed in ("/path/to/gpt2", "~/models/gpt2", "./gpt2"):
         values = chapters.notebook_defaults(chapter) | {"model_name": parse_value(typed)}
         assert check_chapter(values, chapter)["model_name"] == typed
+
+
+def test_process_model_loads_once(tiny_hf_folder):
+    from saelib.lm.model import process_model
+
+    folder = str(tiny_hf_folder("gpt2"))
+    first = process_model(folder)
+    assert process_model(folder) is first
+    assert first.name == str(Path(folder).resolve())

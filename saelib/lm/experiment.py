@@ -29,7 +29,7 @@ from torch import Tensor
 from saelib.claims import Effects
 from saelib.evaluation import Run, frontier_gap, one_row, sweep
 from saelib.lm.activations import open_cache
-from saelib.lm.model import load_model, resid_hook
+from saelib.lm.model import process_model, resid_hook
 from saelib.lm.scaling import fit_power_law, log_curvature
 from saelib.lm.sweep import LMScorer, SpliceBaseline, ito_table, train_config
 from saelib.parallel import seed_parts
@@ -148,15 +148,9 @@ def tasks(seeds: Sequence[int]) -> list[tuple[int, str]]:
     return seed_parts(seeds, PARTS)
 
 
-_MODELS: dict = {}
-
-
 def _scorer(exp: LMExperiment, hook: str) -> LMScorer:
     """The language model (loaded once per process) and a scorer at ``hook``."""
-    key = (exp.model_name, exp.device)
-    if key not in _MODELS:
-        _MODELS[key] = load_model(exp.model_name, device=exp.device)
-    lm = _MODELS[key]
+    lm = process_model(exp.model_name, exp.device)
     train = open_cache(exp.train_cache, verify=False)  # shards are verified as they stream
     x_eval = open_cache(exp.eval_cache).load(hook)
     tokens = exp.ce_tokens.to(lm.device)

@@ -22,7 +22,7 @@ from saelib.claims import Effects
 from saelib.lm.activations import open_cache
 from saelib.lm.dashboard import Dashboard, DashboardConfig, compute_dashboard
 from saelib.lm.latent_stats import latent_table
-from saelib.lm.model import load_model, resid_hook
+from saelib.lm.model import process_model, resid_hook
 from saelib.lm.sweep import ScaledBatches, train_config
 from saelib.saes import SAE, SAEConfig, make_sae
 from saelib.training import Trainer
@@ -85,15 +85,9 @@ class SeedResult:
     sae: SAE
 
 
-_MODELS: dict = {}
-
-
 def run_seed(survey: LatentSurvey, seed: int) -> SeedResult:
     """Train the seed's SAE and compute the dashboard of every latent."""
-    key = (survey.model_name, survey.device)
-    if key not in _MODELS:
-        _MODELS[key] = load_model(survey.model_name, device=survey.device)
-    lm = _MODELS[key]
+    lm = process_model(survey.model_name, survey.device)
     torch.manual_seed(seed)
     cache = open_cache(survey.train_cache, verify=False)  # shards are verified as they stream
     site = cache.site(survey.hook)

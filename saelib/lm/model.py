@@ -303,6 +303,18 @@ def load_model(name: str = SMOLLM2, device: str = "cpu") -> LanguageModel:
     return wrap(name, model, tokenizer, device=device)
 
 
+_LOADED: dict[tuple[str, str], LanguageModel] = {}
+
+
+def process_model(name: str = SMOLLM2, device: str = "cpu") -> LanguageModel:
+    """:func:`load_model`, once per process: a chapter's worker processes each load the model
+    on their first task and reuse it for the rest."""
+    key = (name, device)
+    if key not in _LOADED:
+        _LOADED[key] = load_model(name, device=device)
+    return _LOADED[key]
+
+
 @torch.no_grad()
 def residual_stream(lm: LanguageModel, tokens: Tensor, layer: int) -> Tensor:
     """``blocks.{layer}.hook_resid_post`` on ``tokens [batch, seq]``: ``[batch, seq, d_model]``."""
