@@ -19,6 +19,7 @@ that their top activations are real examples.
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -52,15 +53,13 @@ def token_purity(ids: Tensor) -> tuple[Tensor, Tensor]:
     return purity, top
 
 
-def latent_table(dash: Dashboard, tokens: Tensor, min_firings: int = 20):
+def latent_table(dash: Dashboard, tokens: Tensor, min_firings: int = 20) -> pd.DataFrame:
     """Per selected latent of ``dash`` (computed on ``tokens [n_seq, n_ctx]``): density,
     firings, whether it is live, token purity of its top activations and of its quantile
     examples, its top token and whether that token is among its promoted tokens.
 
-    Returns a pandas DataFrame indexed by latent.
+    Returns a DataFrame indexed by latent.
     """
-    import pandas as pd
-
     check_int("min_firings", min_firings, 1)
     n_seq, n_ctx = dash.meta["n_seq"], dash.meta["n_ctx"]
     shape = list(tokens.shape)
@@ -86,7 +85,7 @@ def latent_table(dash: Dashboard, tokens: Tensor, min_firings: int = 20):
     )
 
 
-def pick_latents(table, n: int, seed: int) -> dict[str, list[int]]:
+def pick_latents(table: pd.DataFrame, n: int, seed: int) -> dict[str, list[int]]:
     """Latents to show, chosen by rule from :func:`latent_table`'s ``table``: the ``n`` most
     frequent, ``n`` live ones drawn at random (``seed``), the ``n`` rarest live ones, and the
     ``n`` live ones of highest and of lowest top-token purity. A latent shown by an earlier
