@@ -191,7 +191,9 @@ class LatentShardedTopK(nn.Module):
         terms = {"mse": losses.mse(x, out.x_hat), "sparsity": out.x_hat.new_zeros(())}
         return LossOutput(terms["mse"], terms, out)
 
-    def training_loss(self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True):
+    def training_loss(
+        self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True, workspace=None
+    ):
         """``loss``: one path (dense codes of this rank's block), whatever ``sparse`` says."""
         return self.loss(x, sparsity_coeff)
 

@@ -42,10 +42,12 @@ from saelib.data import batches_from_step
 from saelib.initialisation import b_dec_init
 from saelib.progress import progress_bar
 from saelib.saes import SAE, SAEConfig, make_sae
+from saelib.saes.sparse import Workspace
 from saelib.validation import check_choice, check_int, check_real, is_real, require
 
 BDecInit = Literal["zeros", "mean", "geometric_median"]
 OnNonfinite = Literal["raise", "skip"]
+Precision = Literal["float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ class TrainConfig:
     sparse_topk: bool = True
     """TopK/BatchTopK: train on the sparse path (saelib.saes.sparse: same values and
     gradients, only the encoder product dense); False forces the eager dense twin."""
+    precision: Precision = "float32"
+    """"bfloat16": mixed precision. Weights, Adam state, loss and gradients stay fp32
+    (the master weights); the products run in bf16 under ``torch.autocast``. On the
+    sparse TopK path only the product that chooses the active latents is bf16: their
+    values are recomputed exactly in fp32. Pays where the hardware has bf16 units
+    (CPUs with AMX or AVX512-BF16, recent GPUs); elsewhere it can be slower."""
     orthogonality_coeff: float = 0.0
     """Weight of the decoder nearest-neighbour cosine penalty (Till 2024)."""
     orthogonality_power: float = 1.0
@@ -122,6 +130,7 @@ class TrainConfig:
             )
         check_choice("TrainConfig.init_b_dec", self.init_b_dec, get_args(BDecInit))
         check_choice("TrainConfig.on_nonfinite", self.on_nonfinite, get_args(OnNonfinite))
+        check_choice("TrainConfig.precision", self.precision, get_args(Precision))
         if self.aux_k is not None:
             check_int("TrainConfig.aux_k", self.aux_k, low=1)
         check_int("TrainConfig.dead_after_tokens", self.dead_after_tokens, low=1)
@@ -183,6 +192,8 @@ class Trainer:
         # Training tokens since each latent last fired; kept on the device (no host sync).
         self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=cfg.device)
         self.history: list[dict] = []
+        # the sparse path's [batch, d_sae] pre-activations: one buffer, reused every step
+        self.workspace = Workspace()
 
     # -- the loop -----------------------------------------------------------------
     def fit(self, batches: Iterable[Tensor], resume: bool = True) -> list[dict]:
@@ -272,17 +283,22 @@ class Trainer:
             group["lr"] = cfg.lr_at(self.step)
         lam = cfg.sparsity_coeff_at(self.step)
 
-        total, terms, out = sae.training_loss(x, lam, sparse=cfg.sparse_topk)
         dead = self.tokens_since_fired >= cfg.dead_after_tokens
-        if cfg.aux_k is not None:
-            residual = (x - out.x_hat).detach()
-            terms["aux_k"] = sae.aux_k_loss(x, residual, out, dead, cfg.aux_k)
-            total = total + cfg.aux_k_coeff * terms["aux_k"]
-        if cfg.orthogonality_coeff > 0:
-            terms["orthogonality"] = losses.orthogonality_penalty(
-                sae.W_dec, cfg.orthogonality_power
+        low = cfg.precision == "bfloat16"
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=low):
+            total, terms, out = sae.training_loss(
+                x, lam, sparse=cfg.sparse_topk, workspace=self.workspace
             )
-            total = total + cfg.orthogonality_coeff * terms["orthogonality"]
+            if cfg.aux_k is not None:
+                residual = (x - out.x_hat).detach()
+                terms["aux_k"] = sae.aux_k_loss(x, residual, out, dead, cfg.aux_k)
+                total = total + cfg.aux_k_coeff * terms["aux_k"]
+            if cfg.orthogonality_coeff > 0:
+                terms["orthogonality"] = losses.orthogonality_penalty(
+                    sae.W_dec, cfg.orthogonality_power
+                )
+                total = total + cfg.orthogonality_coeff * terms["orthogonality"]
+        total = total.float()  # a bf16 term (autocast) would make the logged loss bf16
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

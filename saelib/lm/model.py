@@ -230,14 +230,25 @@ def _loading(name: str, source: str):
         ) from err
 
 
-def load_hf(name: str = SMOLLM2, dtype: torch.dtype = torch.float32):
-    """The Hugging Face model (eager attention, eval mode) and tokenizer behind ``name``."""
+Attention = Literal["eager", "sdpa"]
+
+
+def load_hf(
+    name: str = SMOLLM2, dtype: torch.dtype = torch.float32, attention: Attention = "eager"
+):
+    """The Hugging Face model (eval mode) and tokenizer behind ``name``.
+
+    ``attention``: Hugging Face's ``attn_implementation``; "eager" (the default, what the
+    book's chapters were executed with) or "sdpa" (torch's fused attention; the same
+    activations within float rounding, see ``benchmarks/harvest_attention.py``).
+    """
+    check_choice("attention", attention, get_args(Attention))
     AutoModelForCausalLM, AutoTokenizer = _auto_classes()
     source, kw = _source(name)
     with _loading(name, source), _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation="eager", use_safetensors=True, **kw
+            source, dtype=dtype, attn_implementation=attention, use_safetensors=True, **kw
         )
     return model.eval(), tokenizer
 
@@ -292,14 +303,17 @@ def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool 
     return LanguageModel(name=name, bridge=bridge, tokenizer=tokenizer, prepend_bos=prepend_bos)
 
 
-def load_model(name: str = SMOLLM2, device: str = "cpu") -> LanguageModel:
+def load_model(
+    name: str = SMOLLM2, device: str = "cpu", attention: Attention = "eager"
+) -> LanguageModel:
     """Load ``name`` through the bridge: ``smollm2-135m`` or a local folder offline, any
-    other name from a hub. A folder's model is named by its absolute path."""
+    other name from a hub. A folder's model is named by its absolute path. ``attention``:
+    see :func:`load_hf`."""
     ok = isinstance(name, str) and bool(name)
     require(ok, "model_name", name, f"{SMOLLM2!r}, a model folder or a Hugging Face model name")
     if name != SMOLLM2 and is_folder(name):
         name = str(check_folder(name))  # one name for the folder, whatever the working dir
-    model, tokenizer = load_hf(name)
+    model, tokenizer = load_hf(name, attention=attention)
     return wrap(name, model, tokenizer, device=device)
 
 

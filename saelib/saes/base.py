@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from saelib import losses
 from saelib.saes.config import SAEConfig
-from saelib.saes.sparse import SparseCodes
+from saelib.saes.sparse import SparseCodes, autocast_dtype
 
 _INIT_SALT = 0x5AE_0000  # separates SAE initialisation from data generation seeds
 
@@ -123,13 +123,14 @@ class SAE(nn.Module):
         return LossOutput(total, terms, out)
 
     def training_loss(
-        self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True
+        self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True, workspace=None
     ) -> LossOutput:
         """The loss the trainer steps on: ``loss``, or an equal one on a faster path.
 
         ``sparse=True`` lets an architecture with a sparse training path (TopK, BatchTopK)
         use it in training mode; its ``output.f`` is then None and ``output.codes`` holds
-        the active entries. Values and gradients equal ``loss``'s.
+        the active entries. Values and gradients equal ``loss``'s. ``workspace`` (a
+        ``saelib.saes.sparse.Workspace``) lets that path reuse its buffers across steps.
         """
         return self.loss(x, sparsity_coeff)
 
@@ -229,12 +230,17 @@ class _Affine(torch.autograd.Function):
 
     Autograd's own backward of ``(x - b_dec) @ W_enc`` computes the full input gradient
     ``G @ W_enc.T`` (``2 batch d_in d_sae`` FLOP) only to sum it into ``b_dec``'s;
-    ``-W_enc @ G.sum(0)`` gives the same for ``d_in d_sae``. Same forward values.
+    ``-W_enc @ G.sum(0)`` gives the same for ``d_in d_sae``. Same forward values. Under
+    ``torch.autocast`` the product and its backward run in the autocast dtype, as
+    autocast's own ``addmm`` would (the gradients reach the fp32 weights as fp32).
     """
 
     @staticmethod
     def forward(ctx, x, b_dec, W_enc, b_enc):
         x_in = x if b_dec is None else x - b_dec
+        low = autocast_dtype(x.device)
+        if low is not None:
+            x_in, W_enc, b_enc = x_in.to(low), W_enc.to(low), b_enc.to(low)
         ctx.save_for_backward(x_in, W_enc)
         return torch.addmm(b_enc, x_in, W_enc)
 

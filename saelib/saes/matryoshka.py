@@ -51,8 +51,8 @@ class MatryoshkaSAE(BatchTopKSAE):
     def loss(self, x: Tensor, sparsity_coeff: float = 0.0) -> LossOutput:
         return self._with_inner(x, super().loss(x, sparsity_coeff))
 
-    def sparse_loss(self, x: Tensor, sparsity_coeff: float = 0.0) -> LossOutput:
-        return self._with_inner(x, super().sparse_loss(x, sparsity_coeff))
+    def sparse_loss(self, x: Tensor, sparsity_coeff: float = 0.0, *, workspace=None) -> LossOutput:
+        return self._with_inner(x, super().sparse_loss(x, sparsity_coeff, workspace=workspace))
 
     def _with_inner(self, x: Tensor, base: LossOutput) -> LossOutput:
         inner = self.inner_mse(x, base.output)

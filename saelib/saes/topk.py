@@ -48,10 +48,15 @@ class TopKSAE(LinearEncoderSAE):
 
     # -- the sparse training path -----------------------------------------------------
     def training_loss(
-        self, x: Tensor, sparsity_coeff: float = 0.0, *, sparse: bool = True
+        self,
+        x: Tensor,
+        sparsity_coeff: float = 0.0,
+        *,
+        sparse: bool = True,
+        workspace: sparse.Workspace | None = None,
     ) -> LossOutput:
         if sparse and self.training:
-            return self.sparse_loss(x, sparsity_coeff)
+            return self.sparse_loss(x, sparsity_coeff, workspace=workspace)
         return self.loss(x, sparsity_coeff)
 
     def aux_k_loss(
@@ -68,23 +73,43 @@ class TopKSAE(LinearEncoderSAE):
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         return sparse.gather_pre(pre, codes, x, b_dec, self.W_enc, self.b_enc).relu()
 
-    def sparse_forward(self, x: Tensor) -> SAEOutput:
+    @torch.no_grad()
+    def _selecting_pre_acts(
+        self, x: Tensor, dtype: torch.dtype, workspace: sparse.Workspace | None
+    ) -> Tensor:
+        """``pre [batch, d_sae]`` in ``dtype``, without a graph, in the workspace's buffer."""
+        shape = (x.shape[0], self.cfg.d_sae)
+        out = workspace.get("pre", shape, dtype, x.device) if workspace is not None else None
+        x_in = self.encoder_input(x).to(dtype)
+        return torch.addmm(self.b_enc.to(dtype), x_in, self.W_enc.to(dtype), out=out)
+
+    def sparse_forward(self, x: Tensor, workspace: sparse.Workspace | None = None) -> SAEOutput:
         """``forward`` without dense codes: ``SAEOutput(x_hat, None, pre_acts, codes)``.
 
         Values and gradients equal the dense twin's; only the encoder product is dense.
+        With a ``workspace``, ``pre_acts`` lives in its reused buffer and has no graph;
+        under ``torch.autocast`` it is the lower-precision product that chose the entries,
+        and the codes' values are recomputed exactly (``saelib.saes.sparse``).
         """
-        pre = self.linear_pre_acts(x)  # [batch, d_sae]; its dense backward runs only if used
-        with torch.no_grad():
-            rows, cols = self._entries(pre)
-        codes = sparse.make_codes(rows, cols, None, tuple(pre.shape))
-        vals = self._gather(pre, codes, x)  # [nnz]
-        codes = codes._replace(vals=vals)
-        x_hat = sparse.decode(vals, codes, self.W_dec) + self.b_dec
+        low = sparse.autocast_dtype(x.device)
+        with torch.autocast(x.device.type, enabled=False):  # the precision is chosen here
+            if low is None and workspace is None:
+                pre = self.linear_pre_acts(x)  # its dense backward runs only if used
+            else:
+                pre = self._selecting_pre_acts(x, low or self.W_enc.dtype, workspace)
+            with torch.no_grad():
+                rows, cols = self._entries(pre)
+            codes = sparse.make_codes(rows, cols, None, tuple(pre.shape))
+            vals = self._gather(pre, codes, x)  # [nnz]
+            codes = codes._replace(vals=vals)
+            x_hat = sparse.decode(vals, codes, self.W_dec) + self.b_dec
         return SAEOutput(x_hat, None, pre, codes)
 
-    def sparse_loss(self, x: Tensor, sparsity_coeff: float = 0.0) -> LossOutput:
+    def sparse_loss(
+        self, x: Tensor, sparsity_coeff: float = 0.0, *, workspace: sparse.Workspace | None = None
+    ) -> LossOutput:
         """``loss`` on the sparse path: the same total and terms, ``output.f`` is None."""
-        out = self.sparse_forward(x)
+        out = self.sparse_forward(x, workspace)
         terms = {"mse": losses.mse(x, out.x_hat), "sparsity": self.sparsity(out)}
         return LossOutput(terms["mse"] + sparsity_coeff * terms["sparsity"], terms, out)
 
@@ -100,12 +125,21 @@ class TopKSAE(LinearEncoderSAE):
         dead_idx = dead.nonzero().squeeze(1)  # [n_dead], ascending; sets the shapes below
         n_dead = dead_idx.numel()
         if n_dead == 0:
-            return pre_acts.new_zeros(())
+            return residual.new_zeros(())
         k = min(k_aux, n_dead)
-        if k * DENSE_AUX_DENSITY >= n_dead:
-            return self._aux_k_dead_columns(x, residual, pre_acts, dead_idx, k)
+        with torch.autocast(x.device.type, enabled=False):  # values in the weights' dtype
+            if k * DENSE_AUX_DENSITY >= n_dead:
+                return self._aux_k_dead_columns(x, residual, pre_acts, dead_idx, k)
+            return self._aux_k_entries(x, residual, pre_acts, dead_idx, k)
+
+    def _aux_k_entries(
+        self, x: Tensor, residual: Tensor, pre_acts: Tensor, dead_idx: Tensor, k: int
+    ) -> Tensor:
+        """Aux-k on ``k`` entries per sample chosen among the dead columns."""
+        n_dead = dead_idx.numel()
         with torch.no_grad():
-            dead_pre = pre_acts if n_dead == dead.numel() else pre_acts.index_select(1, dead_idx)
+            all_dead = n_dead == pre_acts.shape[1]
+            dead_pre = pre_acts if all_dead else pre_acts.index_select(1, dead_idx)
             idx = dead_pre.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values
             cols = dead_idx[idx].flatten()
             rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
@@ -125,9 +159,12 @@ class TopKSAE(LinearEncoderSAE):
         W_enc_d = sparse.select_unique(self.W_enc, 1, dead_idx)  # [d_in, n_dead]
         b_enc_d = sparse.select_unique(self.b_enc, 0, dead_idx)
         given = pre_acts.detach().index_select(1, dead_idx)  # [batch, n_dead]
-        pre_d = _AffineGiven.apply(given, x, b_dec, W_enc_d, b_enc_d)  # same values
+        if given.dtype == W_enc_d.dtype:
+            pre_d = _AffineGiven.apply(given, x, b_dec, W_enc_d, b_enc_d)  # same values
+        else:  # given only chooses; the values in the weights' precision
+            pre_d = _Affine.apply(x, b_dec, W_enc_d, b_enc_d)
         idx = given.topk(k, dim=-1, sorted=False).indices  # [batch, k]
-        codes = torch.zeros_like(given).scatter(-1, idx, pre_d.gather(-1, idx).relu())
+        codes = torch.zeros_like(pre_d).scatter(-1, idx, pre_d.gather(-1, idx).relu())
         return losses.mse(residual, codes @ sparse.select_unique(self.W_dec, 0, dead_idx))
 
 
@@ -173,10 +210,10 @@ class BatchTopKSAE(TopKSAE):
             return distributed.global_batch_topk_entries(pre, self.cfg.k, self.batch_group)
         return sparse.batch_topk_entries(pre, self.cfg.k)
 
-    def sparse_forward(self, x: Tensor) -> SAEOutput:
+    def sparse_forward(self, x: Tensor, workspace: sparse.Workspace | None = None) -> SAEOutput:
         if not self.training:
             raise ValueError("BatchTopKSAE.sparse_forward is for training (call sae.train())")
-        return super().sparse_forward(x)
+        return super().sparse_forward(x, workspace)
 
     @torch.no_grad()
     def update_statistics(self, out: SAEOutput) -> None:
