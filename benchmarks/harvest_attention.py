@@ -38,7 +38,8 @@ def truncated(attention: str, layer: int):
 
     hf, _ = load_hf(attention=attention)
     hf.model.layers = hf.model.layers[: layer + 1]
-    return lambda seqs: hf.model(seqs, output_hidden_states=True).hidden_states[layer + 1]
+    hf.model.norm = torch.nn.Identity()  # HF's last hidden state is after the final norm
+    return lambda seqs: hf.model(seqs).last_hidden_state
 
 
 def main() -> None:
