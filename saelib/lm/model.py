@@ -31,6 +31,7 @@ for the architecture.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import io
 import warnings
@@ -81,6 +82,10 @@ class LanguageModel:
     bridge: torch.nn.Module  # transformer_lens.model_bridge.TransformerBridge
     tokenizer: object  # a transformers tokenizer
     prepend_bos: bool  # whether the model was trained with a BOS token at the start
+    hf_model: torch.nn.Module | None = None
+    """The Hugging Face model as loaded, sharing the bridge's weights: the bridge rewires
+    the modules it wraps (hook points, its own attention), this copy of the module tree
+    keeps Hugging Face's forward for ``saelib.lm.residual``."""
 
     @property
     def n_layers(self) -> int:
@@ -292,6 +297,9 @@ def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool 
         warnings.filterwarnings("ignore", message="IProgress not found")
         from transformer_lens.model_bridge import TransformerBridge
 
+    # a second module tree over the same parameter and buffer tensors (no weight copied)
+    shared = {id(t): t for t in (*hf_model.parameters(), *hf_model.buffers())}
+    pristine = copy.deepcopy(hf_model, memo=shared)
     bridge = TransformerBridge.boot_transformers(
         tokenizer.name_or_path, hf_model=hf_model, tokenizer=tokenizer, device=device
     )
@@ -300,7 +308,7 @@ def wrap(name: str, hf_model, tokenizer, device: str = "cpu", prepend_bos: bool 
         prepend_bos = uses_bos(
             tokenizer, hf_model.config.model_type, bridge.cfg.default_prepend_bos
         )
-    return LanguageModel(name=name, bridge=bridge, tokenizer=tokenizer, prepend_bos=prepend_bos)
+    return LanguageModel(name, bridge, tokenizer, prepend_bos, hf_model=pristine)
 
 
 def load_model(
