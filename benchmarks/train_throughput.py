@@ -203,9 +203,19 @@ def _library_version(library: str) -> str:
 
 
 # -- the driver ----------------------------------------------------------------------
+# jemalloc keeps freed memory for reuse (Intel's PyTorch CPU tuning guide's settings): a
+# fresh [batch, d_sae] tensor is then not page-faulted in again on every step.
+JEMALLOC_CONF = (
+    "oversize_threshold:1,background_thread:true,metadata_thp:auto,"
+    "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+)
+
+
 def run_sub(python: str, payload: dict, mode: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
     env.update({v: str(payload["threads"]) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    if payload.get("preload"):  # the same allocator for both libraries
+        env.update(LD_PRELOAD=payload["preload"], MALLOC_CONF=JEMALLOC_CONF)
     proc = subprocess.run(
         [python, __file__, f"--{mode}", json.dumps(payload)],
         capture_output=True, text=True, env=env, cwd=ROOT,
@@ -252,6 +262,11 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--preload", default="",
+        help="an allocator to LD_PRELOAD into every run, e.g. /usr/lib/x86_64-linux-gnu/"
+        "libjemalloc.so.2 (Debian's libjemalloc2); with MALLOC_CONF set for jemalloc",
+    )  # fmt: skip
     p.add_argument("--no-setup", action="store_true", help="do not run setup_saelens_venv.sh")
     p.add_argument("--out", default=str(HERE / "results" / "train_throughput.json"))
     p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON")
@@ -263,6 +278,8 @@ def main() -> None:
     if args.markdown_only:
         write_markdown(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".md"))
         return
+    if args.preload and not Path(args.preload).is_file():
+        sys.exit(f"--preload {args.preload}: no such file (apt-get install libjemalloc2)")
     if args.quick:
         args.d_sae, args.steps, args.warmup = [1024], 3, 2
         args.out = args.out if "--out" in sys.argv else None
@@ -278,7 +295,7 @@ def main() -> None:
     for d_sae in args.d_sae:
         common = {
             "d_in": args.d_in, "d_sae": d_sae, "batch": args.batch, "k": args.k,
-            "threads": args.threads, "seed": args.seed, "n_batches": 4,
+            "threads": args.threads, "seed": args.seed, "n_batches": 4, "preload": args.preload,
             "steps": args.steps, "warmup": args.warmup,
         }  # fmt: skip
         c = run_sub(sys.executable, dict(common, repeats=5), "ceiling")
@@ -400,6 +417,8 @@ def write_markdown(results: dict, path: Path) -> None:
     )
     loads = [r["load_before"] for r in results["rows"]]
     fractions = ", ".join(f"{f:.0%}" for f in s.get("dead_fractions", [0.25]))
+    preload = s.get("preload")
+    allocator = f"`{preload}` (LD_PRELOAD, for both libraries)" if preload else "glibc's"
     text = f"""{table(results)}
 
 Measured {results["date"]} on {m["cpu"] or "an unnamed CPU"} ({m["logical_cpus"]} logical
@@ -407,7 +426,8 @@ CPUs, {m["memory_gib"]} GiB), {s["threads"]} threads for every run of both libra
 {results["rows"][0]["torch"]},
 SAELens {next((r["library_version"] for r in results["rows"] if r["library"] == "saelens"), "-")}.
 d_in {s["d_in"]}, batch {s["batch"]} tokens, k {s["k"]}, Adam, Gaussian activations;
-median of {s["steps"]} steps after {s["warmup"]} warm-up steps. Aux-k: k_aux = d_in / 2 on a
+median of {s["steps"]} steps after {s["warmup"]} warm-up steps; memory allocator:
+{allocator}. Aux-k: k_aux = d_in / 2 on a
 fixed {fractions} of latents marked dead. bf16: saelib's `TrainConfig(precision="bfloat16")`
 against SAELens's `autocast=True` (its faster TopK mode). Matmul ceiling of the encoder
 product (into a reused buffer): {ceil}. "limit" is that ceiling (fp32, or bf16 for the bf16
