@@ -55,6 +55,8 @@ def test_a_tiny_run_gives_every_declared_claim_an_effect_per_seed():
     runs, probes = co.collect([co.run_task(exp, task) for task in co.tasks([0])])
     assert set(probes["coder"]) == {"ideal", "dense", "ReLU", "TopK", "JumpReLU"}
     assert {"absorption_full", "parent_miss", "unmatched_composite"} <= set(runs.columns)
+    nested = runs[runs["variant"].isin(co.NESTING)]
+    assert sorted(nested.groupby("variant")["knob"].apply(sorted).tolist()) == [[2, 4], [2, 4]]
     effects = co.effects(exp, runs, probes)
     assert sorted(effects) == sorted(c.id for c in chapter_claims("04_correlated_features"))
     assert all(len(v) == 1 for v in effects.values())

@@ -23,8 +23,8 @@ from saelib.toys.synthetic import SyntheticConfig, SyntheticData  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 EXP = gap.GapExperiment(
     n_steps=12, batch_size=32, lr=1e-3, lambdas=[0.1, 1.0], mlp_hidden_one=[8],
-    mlp_hidden_two=[8, 8], lista_steps=[2], solver_max_iter=20, sc_rounds=[1, 2],
-    snapshot_steps=[5],
+    mlp_hidden_two=[8, 8], lista_steps=[2], mp_steps=[1, 2], solver_max_iter=20,
+    sc_rounds=[1, 2], snapshot_steps=[5],
 )  # fmt: skip
 
 
@@ -73,10 +73,13 @@ def test_three_settings_rows_and_the_oracle_by_hand(settings):
     encoders = set(EXP.encoders())
     assert per_setting[gap.KNOWN_DICTIONARY] == encoders | {"oracle"}
     assert per_setting[gap.KNOWN_CODES] == encoders
-    assert per_setting[gap.BOTH_UNKNOWN] == encoders | {"oracle", "SAE+ITO", "sparse coding"}
-    # every method with a lambda has the same grid: oracle (a, c), encoders (a, c), ITO, SC
+    assert per_setting[gap.BOTH_UNKNOWN] == encoders | {"oracle", "SAE+ITO", "sparse coding",
+                                                        "MP-SAE"}  # fmt: skip
+    # every method with a lambda has the same grid: oracle (a, c), encoders (a, c), ITO, SC;
+    # MP-SAE as many values of its own knob (pursuit steps) in the lambda column
     for (setting, method), part in rows.groupby(["setting", "method"]):
         expected = [math.nan] if setting == gap.KNOWN_CODES else [0.1, 1.0]
+        expected = EXP.mp_steps if method == gap.MP_SAE else expected
         assert part["lambda"].tolist() == pytest.approx(expected, nan_ok=True), (setting, method)
     train, val, test = problem(0)
     D = train.dictionary
@@ -202,7 +205,8 @@ def test_figures_draw_on_the_given_axes(settings):
     assert len(axes[0].lines) == n_methods  # one line (and band) per method, and the star
     assert len(axes[0].collections) == n_methods + 1
     ax = plots.loss_curves(plt.subplots()[1], chosen)
-    assert len(ax.lines) == len(EXP.encoders()) + 1  # the SAE families and the line at 1
+    # the SAE families, MP-SAE and the line at 1
+    assert len(ax.lines) == len(EXP.encoders()) + 2
     sweep = pd.DataFrame({"N": [8, 16, 8, 16], "seed": [0, 0, 1, 1], "oracle": [1, 1, 1, 0.9],
                           "SAE": [0, 0, 0.1, 0], "MLP (1 hidden)": [1, 0, 1, 0.5]})  # fmt: skip
     ax = plots.sweep_lines(plt.subplots()[1], sweep)

@@ -13,7 +13,7 @@ PARAMS = {
     "device": "cpu", "n_features": 8, "d": 4, "mean_active": 2.0, "zipf_exponent": 1.0,
     "n_train": 256, "n_val": 64, "n_test": 64, "n_steps": 12, "batch_size": 32, "lr": 1e-3,
     "lambdas": [0.1, 1.0], "mlp_hidden_one": [8], "mlp_hidden_two": [], "lista_steps": [2, 4],
-    "solver_max_iter": 20, "sc_rounds": [1, 2], "snapshot_steps": [5],
+    "mp_steps": [1, 2], "solver_max_iter": 20, "sc_rounds": [1, 2], "snapshot_steps": [5],
     "sweep_n_features": [8, 12], "ista_iters": [1, 4], "topk_n_features": 16, "topk_d": 8,
     "topk_mean_active": 2.0, "topk_k": 2, "topk_l0s": [1, 2, 4],
 }  # fmt: skip

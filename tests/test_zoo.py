@@ -23,8 +23,11 @@ def test_runs_cover_every_architecture_once_and_topk_relu_at_every_width():
     archs = pd.Series([(r.sae.architecture, r.labels["width"]) for r in runs]).value_counts()
     for arch in ("topk", "relu"):
         assert all(archs[(arch, w)] == 3 for w in zoo.WIDTHS)
-    for arch in ("batchtopk", "gated", "mlp", "jumprelu"):
+    for arch in ("batchtopk", "gated", "mlp", "jumprelu", "matryoshka", "mp"):
         assert archs[(arch, 1.0)] == 3 and (arch, 0.5) not in archs
+    by_arch = {r.sae.architecture: r.sae for r in runs if r.labels["width"] == 1.0}
+    assert by_arch["matryoshka"].matryoshka_widths == (1, 4, 16)  # d_sae 16: 1/16, 1/4, all
+    assert sorted(r.sae.mp_steps for r in runs if r.sae.architecture == "mp") == [1, 2, 4]
     assert {r.sae.d_sae for r in runs} == {8, 16, 32}
     variants = {r.labels["variant"]: r.train for r in exp.dead_runs(seed=0)}
     assert variants["neither"].aux_k is None and not variants["neither"].init_encoder_from_decoder
@@ -57,6 +60,13 @@ def _table(seed, fvu_shift=0.0, gamma_relu=0.8, dead_neither=0.5):
         for l0, f in ((1, 0.31), (2, 0.21), (4, 0.11)):
             rows.append({"architecture": arch, "width": 1.0, "knob": l0, "l0": float(l0),
                          "fvu": f, "mmcs": 0.5, "shrinkage": gamma})  # fmt: skip
+    # BatchTopK and MP-SAE on TopK's L0 grid; Matryoshka on BatchTopK's, offset by hand
+    for arch, dfvu, dmmcs in (("batchtopk", 0.0, 0.0), ("matryoshka", 0.02, 0.05),
+                              ("mp", -0.03, -0.1)):  # fmt: skip
+        for l0, f in ((1, 0.3), (2, 0.2), (4, 0.1)):
+            rows.append({"architecture": arch, "width": 1.0, "knob": l0, "l0": float(l0),
+                         "fvu": f + dfvu, "mmcs": 0.9 - 0.1 * l0 + dmmcs,
+                         "shrinkage": 1.0})  # fmt: skip
     sweep = pd.DataFrame(rows).assign(seed=seed)
     dead = pd.DataFrame({"variant": list(zoo.DEAD_VARIANTS), "dead_fraction":
                          [dead_neither, 0.1, 0.4, 0.05]}).assign(seed=seed)  # fmt: skip
@@ -78,6 +88,11 @@ def test_effects_on_hand_made_tables():
     assert out["init_fewer_dead"] == pytest.approx([0.4] * 3)
     # k nearest the mean L0 (2) minus the largest k (4): 0.7 - 0.5
     assert out["denser_recovers_worse"] == pytest.approx([0.2] * 3)
+    assert out["matryoshka_recovers_better"] == pytest.approx([0.05] * 3)
+    assert out["matryoshka_costs_fidelity"] == pytest.approx([0.02] * 3)
+    # TopK's FVU carries the seed's shift 0.01 * seed; MP's does not
+    assert out["mp_more_faithful"] == pytest.approx([0.03, 0.04, 0.05])
+    assert out["mp_recovers_worse"] == pytest.approx([0.1] * 3)
     table = verdicts(chapter_claims("01_sae_zoo"), out)
     assert table.loc["topk_beats_relu", "verdict"] == "supported"
     assert table.loc["jumprelu_vs_topk", "verdict"] == "inconclusive"

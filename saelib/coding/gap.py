@@ -7,19 +7,23 @@ codes (and dictionary MMCS where it learns a dictionary), in O'Neill et al.'s th
   (:func:`~saelib.coding.amortisation.fit_encoder`), against the oracle, FISTA on it;
 - ``b: known codes``: encoders regressing the true codes;
 - ``c: both unknown``: SAEs trained by the Trainer and measured along training, SAE+ITO (FISTA
-  on the decoder of the SAE chosen for the SAE row) and sparse coding, each with its total
-  FLOPs (training + inference on the test set, ``saelib.flops`` and ``saelib.coding.cost``).
+  on the decoder of the SAE chosen for the SAE row), the matching-pursuit SAE (MP-SAE, Costa
+  et al. 2025: ITO built into training, its encoder ``mp_steps`` pursuit steps on its own
+  decoder) and sparse coding, each with its total FLOPs (training + inference on the test
+  set, ``saelib.flops`` and ``saelib.coding.cost``).
 
 The encoder families are the SAE's linear-ReLU encoder, MLP encoders (one and, optionally,
 two hidden layers) and LISTA (``saelib.saes.lista``) with each of ``lista_steps``.
 
 **One tuning budget.** Every method gets the same grid ``lambdas`` and its value is chosen per
 seed on the validation split by code MCC (:func:`choose_lambda`); every figure and effect is
-on the test split. The FISTA-based methods minimise ``0.5 ||x - c D||^2 + (lam / 2) ||c||_1``,
-the SAE objective ``||x - x_hat||^2 + lam ||f||_1`` halved, so one ``lam`` means the same
-trade-off for both. SAE+ITO keeps the SAE row's SAE (its training lambda, ``train_lambda``)
-and tunes its *inference* lambda over the same grid. The lambda search is not counted in the
-FLOPs of any method.
+on the test split. MP-SAE has no penalty: its knob is the number of pursuit steps, with as
+many values (``mp_steps``, recorded in the ``lambda`` column) as the grid has. The
+FISTA-based methods minimise ``0.5 ||x - c D||^2 + (lam / 2) ||c||_1``, the SAE objective
+``||x - x_hat||^2 + lam ||f||_1`` halved, so one ``lam`` means the same trade-off for both.
+SAE+ITO keeps the SAE row's SAE (its training lambda, ``train_lambda``) and tunes its
+*inference* lambda over the same grid. The lambda search is not counted in the FLOPs of any
+method.
 
 A split is ``(train, val, test)``, batches with ``x``, ``codes`` and ``dictionary``.
 :mod:`saelib.coding.gap_views` holds the chapter's other experiments and
@@ -53,12 +57,14 @@ KNOWN_DICTIONARY, KNOWN_CODES, BOTH_UNKNOWN = (
     "c: both unknown",
 )
 SAE, ITO, SPARSE_CODING, ORACLE = "SAE", "SAE+ITO", "sparse coding", "oracle"
+MP_SAE = "MP-SAE"
 MLP_ONE, MLP_TWO = "MLP (1 hidden)", "MLP (2 hidden)"
 
 __all__ = [
     "BOTH_UNKNOWN",
     "KNOWN_CODES",
     "KNOWN_DICTIONARY",
+    "MP_SAE",
     "GapExperiment",
     "choose_lambda",
     "draw_splits",
@@ -89,6 +95,7 @@ class GapExperiment:
     mlp_hidden_one: Sequence[int]
     mlp_hidden_two: Sequence[int]  # empty: no two-hidden-layer MLP
     lista_steps: Sequence[int]  # one LISTA encoder per entry
+    mp_steps: Sequence[int]  # MP-SAE's knob (setting c): pursuit steps, one SAE per entry
     solver_max_iter: int  # FISTA's iteration cap
     sc_rounds: Sequence[int]  # sparse-coding alternations; the last is the reported run
     snapshot_steps: Sequence[int]  # where the SAEs of setting c are measured along training
@@ -218,6 +225,9 @@ def both_unknown(exp: GapExperiment, seed: int, split: Sequence) -> tuple[list, 
         cfg = exp.sae_config(name, seed, run.n, run.m)
         for lam in exp.lambdas:
             _train_and_measure(run, name, cfg, lam)
+    for steps in exp.mp_steps:  # no penalty: the knob is the number of pursuit steps
+        cfg = SAEConfig(d_in=run.m, d_sae=run.n, seed=seed, architecture="mp", mp_steps=steps)
+        _train_and_measure(run, MP_SAE, cfg, 0.0, knob=steps)
     _sae_ito(run)
     for lam in exp.lambdas:  # sparse coding, at each number of rounds
         _sparse_coding(run, lam)
@@ -247,11 +257,15 @@ def _codes(sae, run: _Seed) -> tuple[Tensor, Tensor]:
         return sae.encode(run.val.x), sae.encode(run.test.x)
 
 
-def _train_and_measure(run: _Seed, name: str, cfg: SAEConfig, lam: float) -> None:
+def _train_and_measure(
+    run: _Seed, name: str, cfg: SAEConfig, lam: float, knob: float | None = None
+) -> None:
     """Setting c for one encoder family and ``lam``: train, measure at the snapshots and at
-    the end (test MCC, MMCS, validation loss, FLOPs so far); record the final SAE. The SAE's
-    decoders along training are kept for SAE+ITO."""
+    the end (test MCC, MMCS, validation loss, FLOPs so far); record the final SAE under
+    ``knob`` (default ``lam``) in the lambda column. The SAE's decoders along training are
+    kept for SAE+ITO."""
     exp, test = run.exp, run.test
+    knob = lam if knob is None else knob
     sae = make_sae(cfg).to(exp.device)
     tcfg = TrainConfig(n_steps=exp.n_steps, lr=exp.lr, sparsity_coeff=lam, lr_decay_steps=0,
                        device=exp.device, progress=False)  # fmt: skip
@@ -261,7 +275,7 @@ def _train_and_measure(run: _Seed, name: str, cfg: SAEConfig, lam: float) -> Non
             spent = flops.training_flops(cfg, step, exp.batch_size) + run.encode_flops(cfg)
             mmcs = matched_cosines(run.D, sae.W_dec).mmcs
             val_loss = float(sae.loss(run.val.x, lam).total)
-            run.point(name, lam, step, spent, sae.encode(test.x), mmcs, val_loss)
+            run.point(name, knob, step, spent, sae.encode(test.x), mmcs, val_loss)
             if name == SAE:
                 W, b = sae.W_dec.detach().clone(), sae.b_dec.detach().clone()
                 run.decoders.setdefault(lam, []).append((step, spent - run.encode_flops(cfg), W, b))
@@ -270,7 +284,7 @@ def _train_and_measure(run: _Seed, name: str, cfg: SAEConfig, lam: float) -> Non
     Trainer(sae, tcfg).fit(snapshots(batches, exp.snapshot_steps, measure))
     with torch.no_grad():
         measure(exp.n_steps)
-    run.record(BOTH_UNKNOWN, name, lam, *_codes(sae, run), sae.W_dec.detach(),
+    run.record(BOTH_UNKNOWN, name, knob, *_codes(sae, run), sae.W_dec.detach(),
                run.curves[-1]["flops"])  # fmt: skip
 
 

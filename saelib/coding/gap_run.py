@@ -192,6 +192,7 @@ def claim_effects(tables: dict[str, pd.DataFrame], params: dict) -> dict[str, li
         "ito_beats_sae_encoder": diff(C, gap.ITO, gap.SAE),
         "lista_beats_sae": diff(C, lista, gap.SAE) if lista in set(best["method"]) else
         [math.nan] * len(seeds),
+        "mp_sae_beats_sae": diff(C, gap.MP_SAE, gap.SAE),
         "gap_grows_with_n": grows,
         "iterating_beats_encoder": [float(fista_last[s] - sae_a[s]) for s in seeds],
         "ito_beats_topk_encoder": [

@@ -24,6 +24,7 @@ ARCH_COLORS = {
     "gated": "#8172B3",
     "mlp": "#937860",
     "mlp_topk": "#CCB974",
+    "mp": "#64B5CD",
     "topk+ITO": "#000000",
 }
 ARCH_LABELS = {
@@ -35,6 +36,7 @@ ARCH_LABELS = {
     "gated": "Gated",
     "mlp": "MLP encoder",
     "mlp_topk": "MLP encoder (TopK output)",
+    "mp": "MP-SAE",
     "topk+ITO": "TopK decoder + ITO",
 }
 METRIC_LABELS = {
@@ -152,6 +154,7 @@ METHOD_COLORS = {
     "MLP (1 hidden)": ARCH_COLORS["mlp"],
     "MLP (2 hidden)": "#5B4A3A",
     "SAE+ITO": ARCH_COLORS["jumprelu"],
+    "MP-SAE": ARCH_COLORS["mp"],
     "sparse coding": ARCH_COLORS["gated"],
     "oracle": "#222222",
     "TopK encoder": ARCH_COLORS["topk"],

@@ -25,6 +25,16 @@ from saelib.saes import sparse
 from saelib.saes.base import LossOutput, SAEOutput
 from saelib.saes.topk import BatchTopKSAE
 
+PREFIX_FRACTIONS = (1 / 16, 1 / 4, 1.0)
+"""The book's nesting: prefixes of 1/16, 1/4 and all of the latents (Bussmann et al. nest a
+few prefixes growing geometrically)."""
+
+
+def prefix_widths(d_sae: int, fractions: tuple[float, ...] = PREFIX_FRACTIONS) -> tuple[int, ...]:
+    """``matryoshka_widths`` for ``d_sae`` latents: ``fractions`` of it, rounded, each at
+    least 1, increasing, the last ``d_sae`` (e.g. 128 -> (8, 32, 128))."""
+    return tuple(sorted({max(1, round(f * d_sae)) for f in fractions} | {d_sae}))
+
 
 class MatryoshkaSAE(BatchTopKSAE):
     def inner_mse(self, x: Tensor, out: SAEOutput) -> Tensor:

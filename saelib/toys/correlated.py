@@ -1,11 +1,12 @@
 """Chapter 04's experiment: correlated, rare and hierarchical features, one seed at a time.
 
-For one seed, :func:`run_task` (in four parts, see ``PARTS``) draws the data (Zipf
+For one seed, :func:`run_task` (in five parts, see ``PARTS``) draws the data (Zipf
 frequencies, co-firing pairs, parents with exclusive children), trains SAEs and scores each
 against the true features (:func:`score_run`):
 
 - the **architecture sweep** at ``d_sae = n_features``: ReLU, tied ReLU, TopK and JumpReLU,
   each over its own sparsity knob (a frontier each);
+- **nesting**: Matryoshka BatchTopK against BatchTopK over ``topk_ks`` (``NESTING``);
 - the **orthogonality sweep**: ReLU at L1 ``l1`` with the nearest-neighbour penalty at every
   coefficient of ``ortho_coeffs`` and both ``ortho_powers``;
 - **widths**: ReLU (L1 ``l1``) and TopK (``topk_k``) at the two ``widths``, with the MMCS of
@@ -34,6 +35,7 @@ from saelib.data import TensorBatches
 from saelib.evaluation import Run, frontier_gap, one_row, sweep
 from saelib.parallel import seed_parts
 from saelib.saes import SAE, SAEConfig, inference
+from saelib.saes.matryoshka import prefix_widths
 from saelib.toys import feature_metrics as fm
 from saelib.toys.absorption import chanin_absorption
 from saelib.toys.dictionaries import chance_mmcs
@@ -45,6 +47,7 @@ from saelib.training import TrainConfig
 
 __all__ = [
     "ARCHITECTURES",
+    "NESTING",
     "PARTS",
     "CorrelatedExperiment",
     "chance_mmcs",
@@ -60,8 +63,13 @@ __all__ = [
 
 ARCHITECTURES = ("ReLU", "ReLU tied", "TopK", "JumpReLU")
 """The variants of the architecture sweep, each over its own sparsity knob."""
-PARTS = ("orthogonality", "relu and tied", "topk and jumprelu", "widths, toy and probes")
-"""A seed's work in four parts of similar cost (costliest first), so that workers stay busy."""
+NESTING = ("BatchTopK", "Matryoshka")
+"""Matryoshka BatchTopK against BatchTopK, both over ``topk_ks``: their own comparison, not
+pooled into the architecture sweep's claims."""
+PARTS = ("orthogonality", "relu and tied", "topk and jumprelu", "widths, toy and probes",
+         "batchtopk and matryoshka")  # fmt: skip
+"""A seed's work in five parts, listed costliest first (``seed_parts`` submits them in that
+order), so that workers stay busy."""
 SINGLE_KINDS = ("parent", "child", "co-occurring", "rare")
 """Kinds of single-feature probing labels (``probe_per_kind`` features of each)."""
 MATCH = 0.9
@@ -132,15 +140,18 @@ class CorrelatedExperiment:
     def run(self, seed: int, variant: str, knob: float, width: float = 1.0, **labels) -> Run:
         """One run of ``variant`` (a name of ``ARCHITECTURES``, or ``"ReLU orth."`` with
         ``power`` and ``coeff`` labels) at sparsity ``knob`` and ``width``."""
-        arch = {"TopK": "topk", "JumpReLU": "jumprelu"}.get(variant, "relu")
+        arch = {"TopK": "topk", "JumpReLU": "jumprelu", "BatchTopK": "batchtopk",
+                "Matryoshka": "matryoshka"}.get(variant, "relu")  # fmt: skip
         kw: dict = {}
-        if arch == "topk":
+        if arch in ("topk", "batchtopk", "matryoshka"):
             kw["k"] = int(knob)
+        if arch == "matryoshka":
+            kw["matryoshka_widths"] = prefix_widths(self.d_sae(width))
         if arch == "jumprelu":
             kw |= {"bandwidth": self.jumprelu_bandwidth, "init_threshold": self.jumprelu_bandwidth}
         cfg = SAEConfig(d_in=self.d, d_sae=self.d_sae(width), architecture=arch, seed=seed,
                         tied=variant == "ReLU tied", **kw)  # fmt: skip
-        coeff = 0.0 if arch == "topk" else float(knob)
+        coeff = 0.0 if "k" in kw else float(knob)
         extra = {}
         if variant == "ReLU orth.":
             extra = {"orthogonality_coeff": labels["coeff"], "orthogonality_power": labels["power"]}
@@ -157,6 +168,8 @@ class CorrelatedExperiment:
         if part in PARTS[1:3]:
             names = ARCHITECTURES[:2] if part == PARTS[1] else ARCHITECTURES[2:]
             return [self.run(seed, v, k) for v in names for k in knobs[v]]
+        if part == PARTS[4]:
+            return [self.run(seed, v, k) for v in NESTING for k in self.topk_ks]
         return [self.run(seed, v, knob, w) for w in self.widths
                 for v, knob in (("ReLU", self.l1), ("TopK", self.topk_k))]  # fmt: skip
 
@@ -409,6 +422,10 @@ def effects(
             ("topk_more_absorption", "ReLU", "TopK", "absorption_full"),
         ):
             add(name, frontier_gap(arch, a, b, y=y, by="variant"))
+        nested = r[r["variant"].isin(NESTING) & (r["width"] == 1.0)]
+        for name, y in (("matryoshka_less_absorption", "absorption_full"),
+                        ("matryoshka_fewer_composites", "composite_fraction")):  # fmt: skip
+            add(name, frontier_gap(nested, "Matryoshka", "BatchTopK", y=y, by="variant"))
 
         for variant, knob, name in (("TopK", exp.topk_k, "topk_wider_recovers"),
                                     ("ReLU", exp.l1, "relu_wider_recovers")):  # fmt: skip

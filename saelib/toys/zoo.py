@@ -1,9 +1,10 @@
-"""Chapter 01's experiment: six SAE architectures on ground truth, one seed at a time.
+"""Chapter 01's experiment: eight SAE architectures on ground truth, one seed at a time.
 
 For one seed, :func:`run_task` (in three parts) draws the data, trains every architecture
 along its own sparsity knob at ``d_sae = n_features`` (TopK and ReLU also at half and
-twice that width), and TopK four ways on data with a large constant offset (neither, either
-or both of aux-k and the initialisation tricks). :func:`effects` turns the seeds' tables
+twice that width; Matryoshka BatchTopK and MP-SAE along ``ks`` like TopK), and TopK four
+ways on data with a large constant offset (neither, either or both of aux-k and the
+initialisation tricks). :func:`effects` turns the seeds' tables
 into one effect per seed for each claim the chapter declares
 (``saelib/schemas/01_sae_zoo.yaml``). Seeds run in worker processes through
 :func:`saelib.parallel.map_seeds`.
@@ -22,6 +23,7 @@ from saelib.data import TensorBatches
 from saelib.evaluation import Run, final_drop, frontier_gap, run_sweep
 from saelib.parallel import seed_parts
 from saelib.saes import SAEConfig
+from saelib.saes.matryoshka import prefix_widths
 from saelib.toys import dictionaries
 from saelib.toys.synthetic import SyntheticConfig, SyntheticData
 from saelib.training import TrainConfig
@@ -117,6 +119,9 @@ class ZooExperiment:
             runs += [run("mlp", width, c, c, mlp_hidden=tuple(self.mlp_hidden))
                      for c in self.mlp_l1]  # fmt: skip
             runs += [run("jumprelu", width, c, c, **jump) for c in self.jumprelu_l0]
+            nested = prefix_widths(self.d_sae(width))
+            runs += [run("matryoshka", width, k, k=k, matryoshka_widths=nested) for k in self.ks]
+            runs += [run("mp", width, k, mp_steps=k) for k in self.ks]  # k pursuit steps
         return runs
 
     def dead_runs(self, seed: int) -> list[Run]:
@@ -209,4 +214,11 @@ def effects(exp: ZooExperiment, sweep: pd.DataFrame, dead: pd.DataFrame) -> dict
         add("init_fewer_dead", dead_at["neither"] - dead_at["init tricks"])
         topk = at[1.0][at[1.0]["architecture"] == "topk"].set_index("knob")["mmcs"]
         add("denser_recovers_worse", topk[nearest] - topk[max(exp.ks)])
+        # frontier_gap(t, a, b, y): b's y minus a's at matched L0
+        add(
+            "matryoshka_recovers_better", frontier_gap(at[1.0], "batchtopk", "matryoshka", y="mmcs")
+        )
+        add("matryoshka_costs_fidelity", frontier_gap(at[1.0], "batchtopk", "matryoshka"))
+        add("mp_more_faithful", frontier_gap(at[1.0], "mp", "topk"))
+        add("mp_recovers_worse", frontier_gap(at[1.0], "mp", "topk", y="mmcs"))
     return collected.to_dict()
