@@ -1,4 +1,5 @@
-"""End to end: every architecture, trained on data with a planted dictionary, recovers it.
+"""End to end: every architecture, trained on data with a planted dictionary, recovers it
+(all but Matryoshka, a strict xfail with its measured numbers: see ``MATRYOSHKA_SHORT``).
 
 Data: 48 unit-norm Gaussian atoms in 24 dimensions (2x overcomplete), about 3 active per
 sample with uniform frequencies and |N(0,1)| magnitudes. Each SAE has d_sae = 48.
@@ -24,6 +25,9 @@ SETTINGS = {  # architecture: (SAEConfig extras, sparsity coefficient, lr, steps
     "relu": ({}, 0.3, 3e-3, 3000),
     "topk": ({"k": 3}, 0.0, 3e-3, 3000),
     "batchtopk": ({"k": 3}, 0.0, 3e-3, 3000),
+    # the book's nesting (saelib.saes.matryoshka.prefix_widths): prefixes of 3, 12 and 48
+    # the book's nesting (saelib.saes.matryoshka.prefix_widths(48)): prefixes of 3, 12 and 48
+    "matryoshka": ({"k": 3, "matryoshka_widths": (3, 12, 48)}, 0.0, 3e-3, 3000),
     "jumprelu": ({"bandwidth": 0.1, "init_threshold": 0.1}, 0.3, 3e-3, 3000),
     "gated": ({}, 1.0, 3e-3, 3000),
     "mp": ({"mp_steps": 3}, 0.0, 3e-3, 3000),  # three pursuit steps, about 3 active features
@@ -54,7 +58,20 @@ def test_chance_level(planted):
     assert 0.35 < chance < 0.6
 
 
-@pytest.mark.parametrize("arch", list(SETTINGS))
+MATRYOSHKA_SHORT = pytest.mark.xfail(
+    strict=True,
+    reason="measured: MMCS 0.80, Hungarian 0.76 (0.82 / 0.77 with prefixes (24, 48); aux-k "
+    "changes nothing): on a flat dictionary the inner prefixes must reconstruct alone, so "
+    "their latents become mixtures of features; chapter 01 finds the same at matched L0 "
+    "(matryoshka_recovers_better contradicted) and SAELens's Matryoshka trails its BatchTopK "
+    "on SynthSAEBench too",
+)
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [pytest.param(a, marks=MATRYOSHKA_SHORT) if a == "matryoshka" else a for a in SETTINGS],
+)
 def test_planted_dictionary_is_recovered(planted, arch):
     torch.manual_seed(0)
     train, test = planted
