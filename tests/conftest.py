@@ -4,6 +4,8 @@ import pytest
 import torch
 from tiny_models import save_tiny_model
 
+from saelib.toys.synthetic import SyntheticConfig, SyntheticData
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -83,3 +85,20 @@ def assert_matches_finite_differences(params, loss, analytic, n=6, eps=1e-6, ato
                 down = loss().item()
                 flat[i] = old
                 assert abs((up - down) / (2 * eps) - grad.reshape(-1)[i].item()) < atol
+
+
+@pytest.fixture(scope="session")
+def planted():
+    """(train, test) samples of a planted dictionary: 48 unit Gaussian atoms in 24 dimensions,
+    about 3 active per sample, uniform frequencies, |N(0,1)| magnitudes; do not modify."""
+    data = SyntheticData(
+        SyntheticConfig(
+            n_features=48,
+            d=24,
+            mean_active=3.0,
+            frequency="uniform",
+            magnitude="halfnormal",
+            seed=0,
+        )  # fmt: skip
+    )
+    return data.sample(16384, generator=1), data.sample(4096, generator=2)

