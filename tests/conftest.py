@@ -87,18 +87,22 @@ def assert_matches_finite_differences(params, loss, analytic, n=6, eps=1e-6, ato
                 assert abs((up - down) / (2 * eps) - grad.reshape(-1)[i].item()) < atol
 
 
+PLANTED = SyntheticConfig(
+    n_features=48, d=24, mean_active=3.0, frequency="uniform", magnitude="halfnormal", seed=0
+)
+"""The planted dictionary of the recovery tests: 48 unit Gaussian atoms in 24 dimensions, about
+3 active per sample, uniform frequencies, |N(0,1)| magnitudes; do not modify (the reference run
+in ``benchmarks/results/planted_recovery.json`` was made on it)."""
+
+
+def planted_samples():
+    """(train, test): 16,384 and 4,096 samples of ``PLANTED`` (also used by
+    ``benchmarks/planted_recovery.py``)."""
+    data = SyntheticData(PLANTED)
+    return data.sample(16384, generator=1), data.sample(4096, generator=2)
+
+
 @pytest.fixture(scope="session")
 def planted():
-    """(train, test) samples of a planted dictionary: 48 unit Gaussian atoms in 24 dimensions,
-    about 3 active per sample, uniform frequencies, |N(0,1)| magnitudes; do not modify."""
-    data = SyntheticData(
-        SyntheticConfig(
-            n_features=48,
-            d=24,
-            mean_active=3.0,
-            frequency="uniform",
-            magnitude="halfnormal",
-            seed=0,
-        )  # fmt: skip
-    )
-    return data.sample(16384, generator=1), data.sample(4096, generator=2)
+    """(train, test) samples of the planted dictionary ``PLANTED``."""
+    return planted_samples()
