@@ -39,6 +39,9 @@ def test_runs_configure_each_variant():
     assert (wide.sae.d_sae, wide.sae.d_in, wide.sae.seed, wide.train.aux_k) == (128, 8, 3, None)
     assert wide.labels == {"variant": "topk", "knob": 32}
     assert exp.hooks == ["blocks.2.hook_resid_post", "blocks.6.hook_resid_post"]
+    assert {r.train.precision for r in (mlp_topk, mlp, jump, wide)} == {"float32"}  # default
+    bf16 = _exp(precision="bfloat16")
+    assert {bf16.run(a, 8, seed=0).train.precision for a in ARCHITECTURES} == {"bfloat16"}
 
 
 def test_every_variant_is_in_one_sweep_part_and_every_part_runs_per_seed():

@@ -91,6 +91,8 @@ class LMExperiment:
     dead_after_tokens: int
     ito_solver: str
     device: str
+    precision: str = "float32"
+    """SAE training: "float32", or "bfloat16" mixed precision (``TrainConfig.precision``)."""
     d_model: int = 0
     """Width of the residual stream (the SAEs' ``d_in``)."""
     train_cache: str = ""
@@ -133,7 +135,8 @@ class LMExperiment:
             sae |= dict(architecture=arch)
         coeff = 0.0 if arch in ("topk", "batchtopk", "mlp_topk") else float(knob)
         cfg = train_config(coeff, n_steps=self.n_steps, lr=self.lr, device=self.device,
-                           dead_after_tokens=self.dead_after_tokens, **train)  # fmt: skip
+                           dead_after_tokens=self.dead_after_tokens, precision=self.precision,
+                           **train)  # fmt: skip
         return Run(SAEConfig(**sae), cfg, {"variant": arch, "knob": knob})
 
     def knobs(self, arch: str) -> Sequence[float]:
