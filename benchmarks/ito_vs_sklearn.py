@@ -13,8 +13,10 @@ signal at random atoms with magnitudes ``|N(0, 1)| + 0.1``, and signals ``x = co
   with ``n_jobs=threads`` (joblib processes of one BLAS thread each: its fastest use of the
   same cores);
 - skglm and celer ``Lasso(alpha=l1 / d, positive=True, fit_intercept=False)`` (working sets;
-  one signal per fit, the signals split over ``threads`` joblib processes), if installed
-  (``pip install skglm celer``, see benchmarks/README.md).
+  one signal per fit, the signals split over ``threads`` joblib processes). They are not in
+  the locked environment: the script installs the pinned ``LASSO_LIBRARIES`` into its own
+  interpreter's environment first (they only add packages), unless ``--no-setup``; without
+  them their rows are left out and the table says so.
 
 Every library gets the same ``threads`` cores; the table says how many. Pursuits are compared
 at matched FVU, lasso solvers at matched objective (``0.5 ||x - c D||^2 + l1 ||c||_1``, averaged
@@ -48,11 +50,13 @@ import datetime as dt
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -415,6 +419,22 @@ def markdown(res: dict) -> str:
 # ---------------------------------------------------------------- main
 
 
+LASSO_LIBRARIES = {"skglm": "skglm==0.5", "celer": "celer==0.7.4"}
+"""The working-set Lasso solvers of the table, pinned (``install_lasso_libraries``)."""
+
+
+def install_lasso_libraries() -> None:
+    """pip-install the missing ``LASSO_LIBRARIES`` into this interpreter's environment."""
+    missing = [spec for name, spec in LASSO_LIBRARIES.items() if not importlib.util.find_spec(name)]
+    if not missing:
+        return
+    command = [sys.executable, "-m", "pip", "install", "--quiet", *missing]
+    print(f"installing {' '.join(missing)} (benchmark only; --no-setup skips this)", flush=True)
+    if subprocess.run(command).returncode != 0:
+        sys.exit(f"could not install {' '.join(missing)}: run {shlex.join(command)} by hand, "
+                 "or pass --no-setup to leave their rows out")  # fmt: skip
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for key, value in FULL.items():
@@ -428,6 +448,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "libraries); default half the smallest planted magnitude",
     )
     ap.add_argument("--fista-tol", type=float, default=1e-4)
+    ap.add_argument(
+        "--no-setup", action="store_true", help="do not pip-install skglm and celer if missing"
+    )
     ap.add_argument("--fista-max-iter", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
@@ -473,6 +496,8 @@ def main(argv=None) -> None:
     command = shlex.join(
         [os.path.relpath(sys.executable) if sys.executable else "python", *sys.argv]
     )
+    if not args.no_setup:
+        install_lasso_libraries()
     torch.set_num_threads(args.threads)
     limits = threadpool_limits(limits=args.threads)  # noqa: F841  (kept alive: the limit holds)
 
