@@ -34,6 +34,17 @@ def test_defaults_pass(chapter):
     assert params["device"] in ("cpu", "cuda")
 
 
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
+def test_papermill_sees_every_parameter(chapter):
+    """papermill infers each parameter of the parameters cell (one plain assignment per
+    name): a tuple assignment hides its names, and ``-p name value`` then prints "Passed
+    unknown parameter" although the value is injected."""
+    import papermill
+
+    inferred = set(papermill.inspect_notebook(str(NOTEBOOKS / f"{chapter}.ipynb")))
+    assert inferred == set(defaults(chapter)), set(defaults(chapter)) ^ inferred
+
+
 @pytest.mark.parametrize(
     "change, match",
     [
