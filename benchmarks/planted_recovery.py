@@ -18,7 +18,8 @@ process (SAELens pins TransformerLens < 4 and lives in ``.venv-saelens``):
    libraries scored.
 
 ``tests/test_recovery.py::test_matryoshka_recovers_as_saelens_does`` reads the results and
-trains saelib's Matryoshka with the settings recorded in them.
+trains saelib's Matryoshka with ``train_saelib_sae`` (checking the recorded settings are
+``SETTINGS``).
 
 Writes ``results/planted_recovery.json`` and ``.md``.
 """
@@ -134,7 +135,7 @@ def train_saelens(work: Path) -> dict:
 # -- phase 3: saelib, and one scorer for both --------------------------------------------
 def train_saelib_sae(arch: str, seed: int, train_x):
     """saelib's SAE of ``arch`` from ``seed``, trained with ``SETTINGS`` on ``train_x``'s
-    batch stream."""
+    batch stream (the unit test's training too)."""
     from saelib.data import TensorBatches
     from saelib.saes import SAEConfig, make_sae
     from saelib.training import TrainConfig, Trainer

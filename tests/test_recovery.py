@@ -83,7 +83,19 @@ REFERENCE = Path(__file__).parents[1] / "benchmarks" / "results" / "planted_reco
 AS_SAELENS = 0.02  # the smallest difference the book's claims count (``counts if > 0.02``)
 
 
-def test_matryoshka_recovers_as_saelens_does(planted):
+@pytest.fixture(scope="module")
+def bench():
+    """``benchmarks/planted_recovery.py`` as a module: its training helper and its table."""
+    folder = str(REFERENCE.parents[1])
+    sys.path.insert(0, folder)
+    try:
+        import planted_recovery
+    finally:
+        sys.path.remove(folder)
+    return planted_recovery
+
+
+def test_matryoshka_recovers_as_saelens_does(planted, bench):
     """saelib's Matryoshka recovers the planted dictionary at least as well as SAELens's own
     Matryoshka does (``benchmarks/planted_recovery.py``: same data, batch stream, settings and
     scorer, three initialisation seeds each): the mean MMCS and Hungarian cosine over the
@@ -91,39 +103,25 @@ def test_matryoshka_recovers_as_saelens_does(planted):
     reference run alone, before this test was first run."""
     ref = json.loads(REFERENCE.read_text())
     assert ref["data"]["config"] == dataclasses.asdict(PLANTED), "reference made on other data"
-    s = ref["settings"]
+    assert ref["settings"] == bench.SETTINGS, "the reference was made with other settings"
     train, test = planted
     ours = {"mmcs": [], "hungarian_cos": []}
-    for seed in s["seeds"]:
-        cfg = SAEConfig(
-            D, s["matryoshka_widths"][-1], "matryoshka", k=s["k"], seed=seed,
-            matryoshka_widths=tuple(s["matryoshka_widths"]),
-        )  # fmt: skip
-        sae = make_sae(cfg)
-        Trainer(sae, TrainConfig(n_steps=s["steps"], lr=s["lr"], progress=False)).fit(
-            TensorBatches(train.x, s["batch"], seed=s["batch_seed"])
-        )
+    for seed in bench.SETTINGS["seeds"]:
+        sae = bench.train_saelib_sae("matryoshka", seed, train.x)
         row = evaluate(sae, test.x, true_dictionary=train.dictionary, true_codes=test.codes)
         for metric, values in ours.items():
             values.append(row[metric])
     for metric, values in ours.items():
-        theirs = [
-            ref["saelib"]["scores"][f"saelens/matryoshka_{seed}"][metric] for seed in s["seeds"]
-        ]
+        scores = ref["saelib"]["scores"]
+        theirs = [scores[f"saelens/matryoshka_{seed}"][metric] for seed in bench.SETTINGS["seeds"]]
         mean_ours, mean_theirs = sum(values) / len(values), sum(theirs) / len(theirs)
         print(f"{metric}: saelib {mean_ours:.3f}, SAELens {mean_theirs:.3f}")
         assert mean_ours >= mean_theirs - AS_SAELENS, (metric, values, theirs)
 
 
-def test_reference_table_is_generated_from_the_json():
+def test_reference_table_is_generated_from_the_json(bench):
     """The table the book includes is the one the benchmark writes from the committed JSON."""
-    bench = REFERENCE.parents[1]
-    sys.path.insert(0, str(bench))
-    try:
-        import planted_recovery
-    finally:
-        sys.path.remove(str(bench))
     written = REFERENCE.with_suffix(".md").read_text()
-    assert written == planted_recovery.markdown(json.loads(REFERENCE.read_text())), (
+    assert written == bench.markdown(json.loads(REFERENCE.read_text())), (
         "benchmarks/results/planted_recovery.md differs from the JSON: rerun the benchmark"
     )
