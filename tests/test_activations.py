@@ -73,7 +73,7 @@ def test_site_is_measured_on_the_cache(tiny_lm, tokens, tmp_path):
 
 def test_complete_cache_is_reused_without_a_forward(tiny_lm, tokens, tmp_path, monkeypatch):
     first = harvest(tiny_lm, tokens, tmp_path)
-    monkeypatch.setattr(acts, "_forward", _fail)
+    monkeypatch.setattr(acts, "activation_rows", _fail)
     again = harvest(tiny_lm, tokens, tmp_path)
     assert again.manifest == first.manifest
 
@@ -84,7 +84,7 @@ def _fail(*args, **kwargs):
 
 def test_interrupted_harvest_resumes_to_the_same_cache(tiny_lm, tokens, tmp_path, monkeypatch):
     whole = harvest(tiny_lm, tokens, tmp_path / "whole")
-    calls, real = [], acts._forward
+    calls, real = [], acts.activation_rows
 
     def forward_then_interrupt(*args, **kwargs):
         if len(calls) == 2:
@@ -92,7 +92,7 @@ def test_interrupted_harvest_resumes_to_the_same_cache(tiny_lm, tokens, tmp_path
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(acts, "_forward", forward_then_interrupt)
+    monkeypatch.setattr(acts, "activation_rows", forward_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         harvest(tiny_lm, tokens, tmp_path / "part")
     partial = json.loads((tmp_path / "part" / "manifest.json").read_text())
@@ -100,7 +100,7 @@ def test_interrupted_harvest_resumes_to_the_same_cache(tiny_lm, tokens, tmp_path
     with pytest.raises(ValueError, match="is incomplete .* to resume it"):
         acts.open_cache(tmp_path / "part")
     calls.clear()
-    monkeypatch.setattr(acts, "_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(acts, "activation_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
     resumed = harvest(tiny_lm, tokens, tmp_path / "part")
     assert len(calls) == 1  # only the missing third shard was computed
     assert resumed.manifest["shards"] == whole.manifest["shards"]  # same files, same sha256

@@ -375,14 +375,14 @@ def test_manifest_counts_are_checked_against_the_shards(tiny_lm, tmp_path):
 def test_nan_activations_are_refused_at_harvest(tiny_lm, tmp_path, monkeypatch):
     from saelib.lm import activations
 
-    forward = activations._forward
+    forward = activations.activation_rows
 
     def poisoned_forward(*args):
         out = forward(*args)
         out[HOOKS[1]][20, 5] = float("nan")
         return out
 
-    monkeypatch.setattr(activations, "_forward", poisoned_forward)
+    monkeypatch.setattr(activations, "activation_rows", poisoned_forward)
     match = (
         r"blocks.2.hook_resid_post has NaN or inf activations in 1 of 64 rows of shard 0 "
         r"\(first in sequence 1 of tokens, dtype float32\)"

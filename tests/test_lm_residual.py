@@ -9,10 +9,11 @@ the bridge's in the last bits, must not take it.
 
 import pytest
 import torch
+from conftest import build_tiny_lm
 
 from saelib.lm import activations as acts
 from saelib.lm.model import SMOLLM2, load_model, resid_hook
-from saelib.lm.residual import hidden_state_index, residual_forward
+from saelib.lm.residual import hidden_state_index, residual_forward, residual_stream
 
 
 def bridge_cache(lm, tokens, hooks):
@@ -66,6 +67,29 @@ def test_equals_the_bridge_on_folder_models(folder_lm):
 def test_other_hooks_fall_back_to_the_bridge(folder_lm):
     tokens = torch.zeros(1, 4, dtype=torch.long)
     assert residual_forward(folder_lm, tokens, [resid_hook(0), "blocks.0.hook_mlp_out"]) is None
+
+
+def test_residual_stream_takes_either_path_with_the_bridges_numbers(folder_lm):
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, folder_lm.tokenizer.vocab_size, (2, 7), generator=g)
+    mixed = [resid_hook(1), "blocks.0.hook_mlp_out"]  # the bridge's path
+    slow = bridge_cache(folder_lm, tokens, mixed)
+    for hooks in ([resid_hook(1)], mixed):
+        got = residual_stream(folder_lm, tokens, hooks)
+        assert list(got) == hooks
+        for hook in hooks:
+            assert torch.equal(got[hook], slow[hook]), hook
+
+
+def test_a_shallow_first_call_does_not_hide_deeper_blocks(tmp_path, one_thread):
+    """transformers 5 hooks the blocks a model has at its first forward: a first call cut
+    after block 0 must not leave blocks 1 and 2 unrecorded for the calls after it."""
+    lm, _ = build_tiny_lm(tmp_path)  # a model no forward has run on yet
+    tokens = torch.randint(0, 20, (2, 6), generator=torch.Generator().manual_seed(3))
+    hooks = [resid_hook(layer) for layer in range(lm.n_layers)]
+    slow = bridge_cache(lm, tokens, hooks)
+    for hook in hooks:  # shallowest first
+        assert torch.equal(residual_forward(lm, tokens, [hook])[hook], slow[hook]), hook
 
 
 def test_harvest_with_mixed_hooks_equals_residual_only(folder_lm, tmp_path):

@@ -11,13 +11,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from saelib.claims import Interval, load, verdicts
+from saelib.files import sha256_bytes
 from saelib.lm.model import resid_hook
 from saelib.lm.site import Site
 from saelib.probing import selection as S
-from saelib.probing.cache import cached_features
+from saelib.probing.cache import cached_features, probe_cached
 from saelib.probing.findings import claim_effects, scarce_curves
 from saelib.probing.layers import pooled_features
 from saelib.probing.protocols import with_family
+from saelib.probing.tasks import ProbingTask
 from saelib.saes import SAEConfig, make_sae
 
 
@@ -86,6 +88,38 @@ def test_splittable_counts_groups():
     assert not ok and counts["test"] == 12
     ok, _ = S.splittable(y, np.where(y == 1, 1, 0), seed=0)  # cannot split at all
     assert not ok
+
+
+def _write_build(root, tasks):
+    """A task folder as ``build`` writes it: ``{name: (labels, groups)}``, texts made up."""
+    (root / "tasks").mkdir(parents=True)
+    manifest = {"tasks": {}, "skipped": {}}
+    for name, (labels, groups) in tasks.items():
+        rows = [{"text": f"{name} {i}", "label": int(y), "group": str(g)}
+                for i, (y, g) in enumerate(zip(labels, groups, strict=True))]  # fmt: skip
+        data = "".join(json.dumps(r) + "\n" for r in rows)
+        (root / "tasks" / f"{name}.jsonl").write_text(data)
+        entry = {"family": name.split("_")[0], "file": f"tasks/{name}.jsonl"}
+        manifest["tasks"][name] = entry | {"sha256": sha256_bytes(data)}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_usable_tasks_keep_the_requested_tasks_that_split(tmp_path):
+    y = np.repeat([0, 1], 100)
+    few = np.where(y == 1, np.arange(200) % 30 + 100, np.arange(200) % 30)  # 12 in a fold
+    manifest = _write_build(tmp_path, {"a_one": (y, np.arange(200)), "b_two": (y, few),
+                                       "c_three": (y, np.arange(200) + 1000)})  # fmt: skip
+    chosen = S.usable_tasks(tmp_path, manifest, ["c_three", "b_two", "a_one", "z"], seed=0)
+    assert [t.name for t in chosen.tasks] == ["c_three", "a_one"]  # request order
+    assert chosen.dropped == ["b_two"] and chosen.missing == ["z"]
+    assert chosen.splits["task"].tolist() == ["c_three", "b_two", "a_one"]
+    assert chosen.splits.set_index("task").loc["b_two", "test groups"] == 12
+    assert chosen.splits.set_index("task").loc["a_one", "family"] == "a"
+    assert [t.name for t in S.usable_tasks(tmp_path, manifest, [], seed=0).tasks] == [
+        "a_one", "c_three"]  # fmt: skip
+    with pytest.raises(ValueError, match=r"at least two; .*dropped \['b_two'\]"):
+        S.usable_tasks(tmp_path, manifest, ["a_one", "b_two"], seed=0)
 
 
 def _row(task, layer, pooling, method, val, test):
@@ -181,6 +215,27 @@ def test_cached_features_equal_fresh_ones_and_refuse_damage(tiny_lm, tmp_path):
     (folders[1] / "manifest.json").write_text(json.dumps(manifest | {"max_tokens": 9}))
     with pytest.raises(ValueError, match=r"manifest differs from the request in \['max_tokens'\]"):
         cached_features(lm, texts, sites, {hooks[1]: sae}, 8, tmp_path, progress=False)
+
+
+def test_probe_cached_rows_do_not_depend_on_layers_per_pass(tiny_lm, tmp_path):
+    lm, _ = tiny_lm
+    words = "the cat dog sat ran on a mat old town by sea red big house".split()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, 2 + i % 5)) + f" {i}" for i in range(40)]
+    task = ProbingTask("toy", texts, np.arange(40) % 2, np.arange(40))
+    hooks = [resid_hook(layer) for layer in range(3)]
+    sites = [Site(lm.name, h, 1.0, None, 1) for h in hooks]
+    saes = {hooks[1]: make_sae(SAEConfig(d_in=32, d_sae=16, architecture="topk", k=3))}
+    kw = {"ks": (1,), "Cs": (1.0,), "n_components": 2, "progress": False}
+    together = probe_cached([task], lm, texts, sites, saes, 8, 3, tmp_path / "a", **kw)
+    apart = probe_cached([task], lm, texts, sites, saes, 8, 1, tmp_path / "b", **kw)
+    pd.testing.assert_frame_equal(together, apart)
+    # 3 hooks x 2 poolings x (dense, pca), and the SAE probe at the hook with an SAE
+    assert len(together) == 3 * 2 * 2 + 2
+    assert set(together.loc[together["method"] == "sae_k1", "layer"]) == {1}
+    assert len(list((tmp_path / "b").iterdir())) == 3  # one cached folder per hook
+    with pytest.raises(ValueError, match="layers_per_pass"):
+        probe_cached([task], lm, texts, sites, saes, 8, 0, tmp_path / "c", **kw)
 
 
 def test_dense_val_scores_take_each_layers_best_pooling_in_layer_order():

@@ -25,7 +25,7 @@ def _harvest_rank(rank, directory, model_dir, fail_on_shard):
 
     torch.set_num_threads(1)
     model, _ = build_tiny_lm(f"{model_dir}/tok{rank}")
-    real, calls = acts._forward, []
+    real, calls = acts.activation_rows, []
 
     def forward(lm, chunk, *args):
         calls.append(1)
@@ -33,7 +33,7 @@ def _harvest_rank(rank, directory, model_dir, fail_on_shard):
             raise RuntimeError(f"shard {fail_on_shard} failed on purpose")
         return real(lm, chunk, *args)
 
-    acts._forward = forward
+    acts.activation_rows = forward
     cache = acts.harvest(model, _tokens(), HOOKS, directory, sharded=True, **SETTINGS)
     return cache.manifest, len(calls)
 

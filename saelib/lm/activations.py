@@ -4,6 +4,7 @@
                     corpus_sha256=corpus.sha256)
     batches = cache.batches(resid_hook(3), batch_size=4096)    # for Trainer.fit
     x_eval = cache.load(resid_hook(9), max_rows=16_384)         # [n, d_model] in memory
+    rows = activation_rows(lm, tokens, hooks)   # {hook: [n * n_ctx, d_model]}, no cache
 
 One forward pass serves every hook and stops after the deepest requested block
 (``stop_at_layer``), so a shallow hook costs a fraction of a full forward. Residual-stream
@@ -37,7 +38,7 @@ from saelib import distributed as _dist
 from saelib.data import ShardedBatches, read_shard
 from saelib.files import atomic_path, sha256_bytes, sha256_file, write_text_atomic
 from saelib.lm.model import LanguageModel, hook_layer
-from saelib.lm.residual import residual_forward
+from saelib.lm.residual import residual_stream
 from saelib.lm.site import Site
 from saelib.lm.sources import cache_dir
 from saelib.progress import progress_bar
@@ -178,13 +179,12 @@ def harvest(
     bar = progress_bar(
         progress and rank == 0, total=n_seq, initial=done * per, desc="harvest", unit="seq"
     )
-    stop = max(hook_layer(h) for h in hooks) + 1
     try:
         for start in range(done, n_shards, n_ranks):
             i, entries = start + rank, None
             if i < n_shards:
                 chunk = tokens[i * per : (i + 1) * per]
-                acts = _forward(lm, chunk, hooks, stop, batch_size, skip_first, DTYPES[dtype], bar)
+                acts = activation_rows(lm, chunk, hooks, batch_size, skip_first, DTYPES[dtype], bar)
                 for hook in hooks:
                     _check_finite(acts[hook], hook, i, manifest)
                 entries = {hook: _write_shard(directory, hook, i, acts[hook]) for hook in hooks}
@@ -207,20 +207,26 @@ def harvest(
 
 
 @torch.no_grad()
-def _forward(lm, chunk, hooks, stop, batch_size, skip_first, dtype, bar) -> dict[str, Tensor]:
-    """Activations ``{hook: [rows, d_model]}`` of the sequences in ``chunk``, token order."""
-    device = lm.device
+def activation_rows(
+    lm: LanguageModel,
+    tokens: Tensor,
+    hooks: list[str],
+    batch_size: int = 32,
+    skip_first: int = 0,
+    dtype: torch.dtype = torch.float32,
+    bar=None,
+) -> dict[str, Tensor]:
+    """Activations ``{hook: [n * (n_ctx - skip_first), d_model]}`` of ``tokens [n, n_ctx]``
+    in token order, on the CPU in ``dtype``, ``batch_size`` sequences per forward
+    (:func:`saelib.lm.residual.residual_stream`); ``bar`` advances by sequences."""
     out = {hook: [] for hook in hooks}
-    for seqs in chunk.split(batch_size):
-        cache = residual_forward(lm, seqs.to(device), hooks)  # the same numbers, faster
-        if cache is None:
-            _, cache = lm.bridge.run_with_cache(
-                seqs.to(device), names_filter=hooks, stop_at_layer=stop
-            )
+    for seqs in tokens.split(batch_size):
+        cache = residual_stream(lm, seqs.to(lm.device), hooks)
         for hook in hooks:
             act = cache[hook][:, skip_first:]  # [batch, n_ctx - skip_first, d_model]
             out[hook].append(act.reshape(-1, act.shape[-1]).to("cpu", dtype))
-        bar.update(seqs.shape[0])
+        if bar is not None:
+            bar.update(seqs.shape[0])
     return {hook: torch.cat(parts) for hook, parts in out.items()}
 
 

@@ -22,9 +22,9 @@ from torch import Tensor
 
 from saelib.files import atomic_path, sha256_bytes
 from saelib.io import read_tensors, tensor_bytes
-from saelib.lm.activations import _forward
+from saelib.lm.activations import activation_rows
 from saelib.lm.dashboard_state import StreamState, log_edges
-from saelib.lm.model import LanguageModel, hook_layer
+from saelib.lm.model import LanguageModel
 from saelib.lm.site import Site
 from saelib.progress import progress_bar
 from saelib.saes.base import inference
@@ -36,8 +36,7 @@ _FORMAT = "saelib.dashboard.checkpoint.v1"
 def _codes(sae, lm: LanguageModel, site: Site, seqs: Tensor, bar) -> tuple[Tensor, int]:
     """Codes ``[n, n_ctx, d_sae]`` of ``seqs [n, n_ctx]`` (0 at left-out tokens), tokens kept."""
     n, n_ctx = seqs.shape
-    x = _forward(lm, seqs, [site.hook], hook_layer(site.hook) + 1, n, 0, torch.float32, bar)
-    x = x[site.hook]  # [n * n_ctx, d_model], token order
+    x = activation_rows(lm, seqs, [site.hook], batch_size=n, bar=bar)[site.hook]  # [n * n_ctx, d]
     keep = site.keeps(x).reshape(n, n_ctx)
     keep[:, : site.skip_first] = False
     param = next(sae.parameters())

@@ -14,7 +14,9 @@ before wrapping that shares the weights. For residual-stream hooks only, a harve
 with the model's block list cut to ``0..L_max`` and its final norm replaced by the
 identity for the call (Hugging Face applies that norm to the last hidden state), both
 restored afterwards. Any other hook, or an architecture whose block list is not known
-here, returns None: the caller then uses the bridge.
+here, returns None: :func:`residual_stream` then uses the bridge.
+
+    acts = residual_stream(lm, tokens, hooks)   # {hook: [batch, seq, d_model]}, either path
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ def _cut(hf_model: nn.Module, n_blocks: int) -> Iterator[nn.Module]:
         setattr(base, norm_name, norm)
 
 
+def _hook_every_block(hf_model: nn.Module, tokens: Tensor) -> None:
+    """Run the whole model once, on one token, before its first cut forward: transformers 5
+    installs its hidden-state hooks at a model's first forward, on the blocks it has then,
+    so a first forward cut after block 2 would leave the later blocks unrecorded for good."""
+    if not getattr(hf_model, "_saelib_hooked", False):
+        base = getattr(hf_model, _LAYOUTS[hf_model.config.model_type][0])
+        base(tokens[:1, :1], output_hidden_states=True, use_cache=False)
+        hf_model._saelib_hooked = True
+
+
 @torch.no_grad()
 def residual_forward(lm: LanguageModel, tokens: Tensor, hooks: list[str]) -> dict | None:
     """``{hook: [batch, seq, d_model]}`` for residual-stream ``hooks`` of ``tokens
@@ -69,6 +81,25 @@ def residual_forward(lm: LanguageModel, tokens: Tensor, hooks: list[str]) -> dic
     if hf_model is None or None in indices or hf_model.config.model_type not in _LAYOUTS:
         return None
     n_blocks = max(hook_layer(h) for h in hooks) + 1
+    _hook_every_block(hf_model, tokens)
     with _cut(hf_model, n_blocks) as base:
         states = base(tokens, output_hidden_states=True, use_cache=False).hidden_states
+    if len(states) != n_blocks + 1:
+        raise RuntimeError(
+            f"{lm.name}: the forward cut after block {n_blocks - 1} returned {len(states)} "
+            f"hidden states, not {n_blocks + 1}; this transformers version records them "
+            "otherwise: use the bridge (lm.bridge.run_with_cache) for these hooks"
+        )
     return {hook: states[i] for hook, i in zip(hooks, indices, strict=True)}
+
+
+@torch.no_grad()
+def residual_stream(lm: LanguageModel, tokens: Tensor, hooks: list[str]) -> dict:
+    """``{hook: [batch, seq, d_model]}`` of ``tokens [batch, seq]`` (on the model's device):
+    :func:`residual_forward` where it applies, else the bridge's ``run_with_cache`` stopped
+    after the deepest hook's block. The same numbers either way (see the module docstring)."""
+    cache = residual_forward(lm, tokens, hooks)
+    if cache is None:
+        stop = max(hook_layer(h) for h in hooks) + 1
+        _, cache = lm.bridge.run_with_cache(tokens, names_filter=hooks, stop_at_layer=stop)
+    return {hook: cache[hook] for hook in hooks}

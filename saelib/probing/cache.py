@@ -1,6 +1,7 @@
 """Pooled features on disk: computed once per (model, texts, site, SAE), verified on load.
 
     feats = cached_features(lm, texts, sites, saes, max_tokens=32)   # Features, as pooled_features
+    table = probe_cached(tasks, lm, texts, sites, saes, layers_per_pass=4)   # probe_layers' rows
 
 Each hook's pooled features go to ``<cache>/probing_features/<key>/features.safetensors``
 (``x_last``, ``x_mean``, ``f_last``, ``f_mean``) with a ``manifest.json`` holding what the
@@ -17,6 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pandas as pd
 from torch import Tensor
 
 from saelib.files import atomic_path, sha256_bytes, sha256_file
@@ -24,9 +26,10 @@ from saelib.io import check_tensors, read_json, read_tensors, tensor_bytes
 from saelib.lm.model import LanguageModel
 from saelib.lm.site import Site
 from saelib.lm.sources import cache_dir
-from saelib.probing.layers import Features, pooled_features
+from saelib.probing.layers import Features, pooled_features, probe_layers
 from saelib.probing.pooling import POOLINGS
 from saelib.saes import SAE
+from saelib.validation import check_int
 
 FORMAT = 1
 FILE = "features.safetensors"
@@ -114,4 +117,37 @@ def cached_features(
     return {(s.hook, how): out[(s.hook, how)] for s in sites for how in POOLINGS}
 
 
-__all__ = ["cached_features", "feature_key", "load_features", "save_features"]
+def probe_cached(
+    tasks,
+    lm: LanguageModel,
+    texts: Sequence[str],
+    sites: Sequence[Site],
+    saes: Mapping[str, SAE] | None = None,
+    max_tokens: int = 64,
+    layers_per_pass: int = 4,
+    root: str | Path | None = None,
+    **probe_kwargs,
+) -> pd.DataFrame:
+    """:func:`~saelib.probing.layers.probe_layers` at every site, from cached features.
+
+    The sites are taken ``layers_per_pass`` at a time: only their features are in memory,
+    each ``len(texts) x (d_model + d_sae) x 8`` bytes (two poolings of float32), at the cost
+    of one model pass per group when they are not cached yet. ``texts``: every text of
+    ``tasks``, the rows of the features. ``probe_kwargs`` go to ``probe_layers``
+    (``ks``, ``Cs``, ``n_components``, ``seed``, ``progress``, ``scores``). The rows do not
+    depend on ``layers_per_pass``.
+    """
+    check_int("layers_per_pass", layers_per_pass, low=1)
+    text_index = {text: i for i, text in enumerate(texts)}
+    tables = []
+    for start in range(0, len(sites), layers_per_pass):
+        group = sites[start : start + layers_per_pass]
+        codes = {s.hook: saes[s.hook] for s in group if s.hook in (saes or {})}
+        progress = probe_kwargs.get("progress", True)
+        features = cached_features(lm, texts, group, codes, max_tokens, root, progress)
+        tables.append(probe_layers(tasks, features, text_index, **probe_kwargs))
+        del features  # before the next group's are made
+    return pd.concat(tables, ignore_index=True)
+
+
+__all__ = ["cached_features", "feature_key", "load_features", "probe_cached", "save_features"]

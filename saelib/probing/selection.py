@@ -1,6 +1,7 @@
 """Which tasks can decide a claim, and whether their best layers differ beyond noise.
 
     ok, counts = splittable(task.labels, task.groups, seed, min_test_groups=20)
+    chosen = usable_tasks(directory, manifest, names, seed, min_test_groups=20)
     flags = flag_tasks(table)                   # chance / ceiling on validation, per task
     null = layer_null(labels, scores, n_boot=1000, seed=0)
 
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from saelib.probing.probes import group_split
+from saelib.probing.tasks import ProbingTask, load_task
 from saelib.validation import check_int, require
 
 CHANCE_AUC = 0.6  # declared in saelib/schemas/06_probing.yaml: best dense val AUC below it
@@ -49,6 +52,47 @@ def splittable(labels, groups, seed: int, min_test_groups: int = 20) -> tuple[bo
         for name, idx in zip(("train", "val", "test"), parts, strict=True)
     }
     return min(counts["val"], counts["test"]) >= min_test_groups, counts
+
+
+@dataclass
+class TaskChoice:
+    """The result of :func:`usable_tasks`."""
+
+    tasks: list[ProbingTask]  # the requested, built tasks that split, in request order
+    splits: pd.DataFrame  # per task: family, examples, groups, groups per split
+    dropped: list[str]  # built, but too few groups in validation or test
+    missing: list[str]  # requested but not built (see the manifest's "skipped")
+
+
+def usable_tasks(
+    directory: str | Path,
+    manifest: dict,
+    names: Sequence[str] = (),
+    seed: int = 0,
+    min_test_groups: int = 20,
+) -> TaskChoice:
+    """The tasks ``names`` (``[]``: every task built) of the build in ``directory`` that
+    :func:`splittable` accepts; ``manifest`` is what ``build`` returned for it.
+
+    Raises a ``ValueError`` when fewer than two tasks are left: the chapter's claims
+    are intervals over tasks.
+    """
+    built = sorted(manifest["tasks"])
+    missing = [t for t in names if t not in built]
+    tasks, rows, dropped = [], [], []
+    for name in [t for t in (names or built) if t in built]:
+        task = load_task(name, directory)
+        ok, counts = splittable(task.labels, task.groups, seed, min_test_groups)
+        rows.append({"task": name, "family": manifest["tasks"][name]["family"]}
+                    | {"examples": len(task.labels), "groups": len(set(task.groups))}
+                    | {f"{part} groups": n for part, n in counts.items()})  # fmt: skip
+        if ok:
+            tasks.append(task)
+        else:
+            dropped.append(name)
+    require(len(tasks) >= 2, "tasks (that split)", [t.name for t in tasks],
+            f"at least two; built {built}, dropped {dropped}, not built {missing}")  # fmt: skip
+    return TaskChoice(tasks, pd.DataFrame(rows), dropped, missing)
 
 
 def flag_tasks(
