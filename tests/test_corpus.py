@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,6 +32,25 @@ def test_build_is_deterministic_and_packed(tokenizer):
     assert (a.tokens == corpus.separator_id(tokenizer)).sum() > 10
     text = tokenizer.decode(a.tokens[:8].flatten())
     assert " the " in text  # real English
+
+
+def test_prepend_bos_starts_every_row_with_bos_then_the_same_stream(tokenizer):
+    with_bos = corpus.build_corpus(tokenizer, cache=False, prepend_bos=True, **SMALL)
+    n_rows = SMALL["n_tokens"] // SMALL["n_ctx"]
+    assert with_bos.tokens.shape == (n_rows, SMALL["n_ctx"])
+    assert (with_bos.tokens[:, 0] == tokenizer.bos_token_id).all()
+    assert with_bos.manifest["bos"] == tokenizer.bos_token_id
+    # the rest of each row is the stream a BOS-free corpus packs into rows one shorter
+    narrow = SMALL | {"n_ctx": SMALL["n_ctx"] - 1, "n_tokens": n_rows * (SMALL["n_ctx"] - 1)}
+    plain = corpus.build_corpus(tokenizer, cache=False, **narrow)
+    assert torch.equal(with_bos.tokens[:, 1:], plain.tokens)
+    assert "bos" not in plain.manifest  # without it, the settings (and cache keys) of before
+
+
+def test_prepend_bos_needs_a_bos_token():
+    no_bos = SimpleNamespace(bos_token_id=None)  # checked before the tokenizer is used
+    with pytest.raises(ValueError, match="prepend_bos must be False for a tokenizer without"):
+        corpus.build_corpus(no_bos, cache=False, prepend_bos=True, **SMALL)
 
 
 def test_manifest_records_versions_and_hashes(tokenizer):

@@ -1,6 +1,6 @@
 """A text corpus built offline and deterministically from real text, packed into sequences.
 
-    corpus = build_corpus(lm.tokenizer, n_ctx=128, n_tokens=200_000)
+    corpus = build_corpus(lm.tokenizer, n_ctx=128, n_tokens=200_000, prepend_bos=lm.prepend_bos)
     corpus.tokens          # [n_seq, n_ctx] long: documents joined by EOS, cut into rows
     corpus.manifest        # sources with versions and sha256, settings, the tokens' sha256
 
@@ -157,6 +157,7 @@ def build_corpus(
     sources: tuple[str, ...] = SOURCES,
     chunk_chars: int = 2000,
     cache: bool = True,
+    prepend_bos: bool = False,
 ) -> Corpus:
     """Token sequences ``[n_tokens // n_ctx, n_ctx]`` from the real-text sources.
 
@@ -164,12 +165,18 @@ def build_corpus(
     every source contributes about the same number of characters; each chunk is tokenised
     without special tokens and followed by :func:`separator_id`; the stream is cut into
     rows of ``n_ctx`` tokens (rows may span chunks, as in GPT-style packing). With
+    ``prepend_bos`` (a model trained with a BOS first, ``LanguageModel.prepend_bos``: GPT-2),
+    every row is the tokenizer's BOS and then ``n_ctx - 1`` tokens of the stream, as
+    SAELens and TransformerLens feed such models. With
     ``cache``, the result is kept in ``<cache>/corpus/<key>`` and reused when the key
     (settings, source versions, tokenizer vocabulary) matches; the stored tokens are
     checked against their sha256.
     """
     sources = tuple(sources)
     _check(sources, n_ctx, n_tokens, chunk_chars)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    require(not prepend_bos or bos is not None, "prepend_bos", prepend_bos,
+            "False for a tokenizer without a BOS token")  # fmt: skip
     settings = {
         "format": _FORMAT,
         "n_ctx": n_ctx,
@@ -181,6 +188,8 @@ def build_corpus(
         "sdists": {s: SDISTS[s] for s in sources if s in SDISTS},
         "python": sys.version.split()[0] if "python" in sources else None,
     }
+    if prepend_bos:  # absent when False: corpora built before the option keep their keys
+        settings["bos"] = bos
     key = sha256_bytes(json.dumps(settings, sort_keys=True))[:16]
     folder = cache_dir() / "corpus" / key
     if cache and (folder / "manifest.json").is_file():
@@ -226,9 +235,10 @@ def _build(tokenizer, settings: dict) -> Corpus:
         infos[name].update(documents=len(docs), chunks=len(chunks))
         rng.shuffle(chunks)
         queues.append(chunks)
-    sep = separator_id(tokenizer)
+    sep, bos = separator_id(tokenizer), settings.get("bos")
     n_rows, n_ctx = settings["n_tokens"] // settings["n_ctx"], settings["n_ctx"]
-    need, stream, used = n_rows * n_ctx, [], [0] * len(names)
+    width = n_ctx - (bos is not None)  # stream tokens per row
+    need, stream, used = n_rows * width, [], [0] * len(names)
     order = _interleave(queues)
     while len(stream) < need:
         batch = list(itertools.islice(order, 256))
@@ -244,7 +254,9 @@ def _build(tokenizer, settings: dict) -> Corpus:
             stream.extend(row)
             stream.append(sep)
             used[i] += len(row) + 1
-    tokens = torch.tensor(stream[:need], dtype=torch.long).reshape(n_rows, n_ctx)
+    tokens = torch.tensor(stream[:need], dtype=torch.long).reshape(n_rows, width)
+    if bos is not None:
+        tokens = torch.cat([torch.full((n_rows, 1), bos, dtype=torch.long), tokens], dim=1)
     for i, name in enumerate(names):
         infos[name]["tokens_drawn"] = used[i]
     manifest = dict(settings, source_info=infos, n_seq=n_rows, separator=sep)
