@@ -13,7 +13,7 @@ from conftest import build_tiny_lm
 
 from saelib.lm import activations as acts
 from saelib.lm.model import SMOLLM2, load_model, resid_hook
-from saelib.lm.residual import hidden_state_index, residual_forward, residual_stream
+from saelib.lm.residual import hidden_state_index, residual_activations, residual_forward
 
 
 def bridge_cache(lm, tokens, hooks):
@@ -69,13 +69,16 @@ def test_other_hooks_fall_back_to_the_bridge(folder_lm):
     assert residual_forward(folder_lm, tokens, [resid_hook(0), "blocks.0.hook_mlp_out"]) is None
 
 
-def test_residual_stream_takes_either_path_with_the_bridges_numbers(folder_lm):
+def test_residual_activations_take_either_path_with_the_bridges_numbers(folder_lm, monkeypatch):
     g = torch.Generator().manual_seed(2)
     tokens = torch.randint(0, folder_lm.tokenizer.vocab_size, (2, 7), generator=g)
     mixed = [resid_hook(1), "blocks.0.hook_mlp_out"]  # the bridge's path
     slow = bridge_cache(folder_lm, tokens, mixed)
-    for hooks in ([resid_hook(1)], mixed):
-        got = residual_stream(folder_lm, tokens, hooks)
+    bridged = residual_activations(folder_lm, tokens, mixed)
+    with monkeypatch.context() as m:  # residual hooks only: the fast path, no bridge
+        m.setattr(folder_lm.bridge, "run_with_cache", lambda *a, **k: pytest.fail("bridge"))
+        fast = residual_activations(folder_lm, tokens, [resid_hook(1)])
+    for got, hooks in ((fast, [resid_hook(1)]), (bridged, mixed)):
         assert list(got) == hooks
         for hook in hooks:
             assert torch.equal(got[hook], slow[hook]), hook

@@ -222,20 +222,24 @@ def test_probe_cached_rows_do_not_depend_on_layers_per_pass(tiny_lm, tmp_path):
     words = "the cat dog sat ran on a mat old town by sea red big house".split()
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, 2 + i % 5)) + f" {i}" for i in range(40)]
-    task = ProbingTask("toy", texts, np.arange(40) % 2, np.arange(40))
+    tasks = [ProbingTask("toy", texts, np.arange(40) % 2, np.arange(40)),
+             ProbingTask("rev", texts[::-1], np.arange(40) // 20, np.arange(40))]  # fmt: skip
     hooks = [resid_hook(layer) for layer in range(3)]
     sites = [Site(lm.name, h, 1.0, None, 1) for h in hooks]
     saes = {hooks[1]: make_sae(SAEConfig(d_in=32, d_sae=16, architecture="topk", k=3))}
     kw = {"ks": (1,), "Cs": (1.0,), "n_components": 2, "progress": False}
-    together = probe_cached([task], lm, texts, sites, saes, 8, 3, tmp_path / "a", **kw)
-    apart = probe_cached([task], lm, texts, sites, saes, 8, 1, tmp_path / "b", **kw)
-    pd.testing.assert_frame_equal(together, apart)
-    # 3 hooks x 2 poolings x (dense, pca), and the SAE probe at the hook with an SAE
-    assert len(together) == 3 * 2 * 2 + 2
+    together = probe_cached(tasks, lm, texts, sites, saes, 8, 3, tmp_path / "a", **kw)
+    apart = probe_cached(tasks, lm, texts, sites, saes, 8, 1, tmp_path / "b", **kw)
+    key = ["task", "layer", "pooling", "method"]  # the order is by pass, then task
+    pd.testing.assert_frame_equal(
+        together.sort_values(key, ignore_index=True), apart.sort_values(key, ignore_index=True)
+    )
+    # per task: 3 hooks x 2 poolings x (dense, pca), and the SAE probe at the hook with one
+    assert len(together) == 2 * (3 * 2 * 2 + 2)
     assert set(together.loc[together["method"] == "sae_k1", "layer"]) == {1}
     assert len(list((tmp_path / "b").iterdir())) == 3  # one cached folder per hook
     with pytest.raises(ValueError, match="layers_per_pass"):
-        probe_cached([task], lm, texts, sites, saes, 8, 0, tmp_path / "c", **kw)
+        probe_cached(tasks, lm, texts, sites, saes, 8, 0, tmp_path / "c", **kw)
 
 
 def test_dense_val_scores_take_each_layers_best_pooling_in_layer_order():

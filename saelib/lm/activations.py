@@ -38,7 +38,7 @@ from saelib import distributed as _dist
 from saelib.data import ShardedBatches, read_shard
 from saelib.files import atomic_path, sha256_bytes, sha256_file, write_text_atomic
 from saelib.lm.model import LanguageModel, hook_layer
-from saelib.lm.residual import residual_stream
+from saelib.lm.residual import residual_activations
 from saelib.lm.site import Site
 from saelib.lm.sources import cache_dir
 from saelib.progress import progress_bar
@@ -218,10 +218,10 @@ def activation_rows(
 ) -> dict[str, Tensor]:
     """Activations ``{hook: [n * (n_ctx - skip_first), d_model]}`` of ``tokens [n, n_ctx]``
     in token order, on the CPU in ``dtype``, ``batch_size`` sequences per forward
-    (:func:`saelib.lm.residual.residual_stream`); ``bar`` advances by sequences."""
+    (:func:`saelib.lm.residual.residual_activations`); ``bar`` advances by sequences."""
     out = {hook: [] for hook in hooks}
     for seqs in tokens.split(batch_size):
-        cache = residual_stream(lm, seqs.to(lm.device), hooks)
+        cache = residual_activations(lm, seqs.to(lm.device), hooks)
         for hook in hooks:
             act = cache[hook][:, skip_first:]  # [batch, n_ctx - skip_first, d_model]
             out[hook].append(act.reshape(-1, act.shape[-1]).to("cpu", dtype))

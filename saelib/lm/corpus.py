@@ -174,6 +174,7 @@ def build_corpus(
     """
     sources = tuple(sources)
     _check(sources, n_ctx, n_tokens, chunk_chars)
+    require(isinstance(prepend_bos, bool), "prepend_bos", prepend_bos, "True or False")
     bos = getattr(tokenizer, "bos_token_id", None)
     require(not prepend_bos or bos is not None, "prepend_bos", prepend_bos,
             "False for a tokenizer without a BOS token")  # fmt: skip

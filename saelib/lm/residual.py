@@ -6,7 +6,8 @@ Llama with eager attention, ``tests/test_lm_residual.py``; not for GPT-2, which 
 bridge), but the bridge's hook machinery costs about 8% of a harvest at block 6
 (``benchmarks/results/harvest_attention.md``). The bridge rewires the modules it wraps,
 so the forward here runs on ``LanguageModel.hf_model``, a copy of the module tree made
-before wrapping that shares the weights. For residual-stream hooks only, a harvest takes this path:
+before wrapping that shares the weights. For residual-stream hooks only, harvests, dashboard
+passes and the probes' pooling take this path:
 
     hidden_states[L]      = blocks.L.hook_resid_pre
     hidden_states[L + 1]  = blocks.L.hook_resid_post
@@ -14,9 +15,9 @@ before wrapping that shares the weights. For residual-stream hooks only, a harve
 with the model's block list cut to ``0..L_max`` and its final norm replaced by the
 identity for the call (Hugging Face applies that norm to the last hidden state), both
 restored afterwards. Any other hook, or an architecture whose block list is not known
-here, returns None: :func:`residual_stream` then uses the bridge.
+here, returns None: :func:`residual_activations` then uses the bridge.
 
-    acts = residual_stream(lm, tokens, hooks)   # {hook: [batch, seq, d_model]}, either path
+    acts = residual_activations(lm, tokens, hooks)   # {hook: [batch, seq, d_model]}, either path
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def residual_forward(lm: LanguageModel, tokens: Tensor, hooks: list[str]) -> dic
 
 
 @torch.no_grad()
-def residual_stream(lm: LanguageModel, tokens: Tensor, hooks: list[str]) -> dict:
+def residual_activations(lm: LanguageModel, tokens: Tensor, hooks: list[str]) -> dict:
     """``{hook: [batch, seq, d_model]}`` of ``tokens [batch, seq]`` (on the model's device):
     :func:`residual_forward` where it applies, else the bridge's ``run_with_cache`` stopped
     after the deepest hook's block. The same numbers either way (see the module docstring)."""

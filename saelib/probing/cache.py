@@ -135,7 +135,7 @@ def probe_cached(
     of one model pass per group when they are not cached yet. ``texts``: every text of
     ``tasks``, the rows of the features. ``probe_kwargs`` go to ``probe_layers``
     (``ks``, ``Cs``, ``n_components``, ``seed``, ``progress``, ``scores``). The rows do not
-    depend on ``layers_per_pass``.
+    depend on ``layers_per_pass``; their order does (by pass, then task, hook, pooling).
     """
     check_int("layers_per_pass", layers_per_pass, low=1)
     text_index = {text: i for i, text in enumerate(texts)}

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from saelib.lm.model import LanguageModel, hook_layer
-from saelib.lm.residual import residual_stream
+from saelib.lm.residual import residual_activations
 from saelib.lm.site import Site
 from saelib.probing.pooling import POOLINGS, Pooling, pool, token_mask
 from saelib.probing.probes import DEFAULT_CS, DEFAULT_KS, group_split, probe_task, sparse_probes
@@ -101,7 +101,7 @@ def pooled_features(
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         tokens, lengths = _padded(ids, batch, lm.device)
-        cache = residual_stream(lm, tokens, [site.hook for site in sites])
+        cache = residual_activations(lm, tokens, [site.hook for site in sites])
         rows = torch.tensor(batch)
         for site in sites:
             a = cache[site.hook].float()  # [b, T, d_model]
